@@ -1,0 +1,71 @@
+"""Plain PyTorch reference of the SRU elementwise recurrence (SPEC.md section 1.5).
+
+This file is the executable specification: every fast path is tested against it.
+
+Shapes (time-major, as everywhere in fairseq_srupp):
+    U            (T, B, 3, d)  planes: [:, :, 0] candidate u0, [:, :, 1] forget pre-activation u1,
+                               [:, :, 2] reset pre-activation u2
+    x            (T, B, d)     skip input (the layer input, unscaled)
+    weight_c     (2 * d,)      [v_f | v_r], peephole weights on c_{t-1}
+    bias         (2 * d,)      [b_f | b_r]
+    c0           (B, d)        initial cell state, or None for zeros
+    mask_pad     (T, B) bool   True marks a padded step, or None
+    dropout_mask (B, d)        variational mask already scaled by 1/(1-p), or None
+
+For every t (with g the identity):
+    f_t = sigmoid(u1 + v_f * c_{t-1} + b_f)
+    r_t = sigmoid(u2 + v_r * c_{t-1} + b_r)
+    c_t = f_t * c_{t-1} + (1 - f_t) * u0
+    h_t = x_t + m * r_t * (c_t - x_t)
+At a padded step c_t = c_{t-1} and h_t = 0.
+
+Math runs in float32 (float64 when U is float64); h is returned in U's dtype and the last c in the
+math dtype, so the running state never drops below float32.
+"""
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+
+def math_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the recurrence computes in for inputs of `dtype`."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def sru_recurrence_ref(
+    U: Tensor,
+    x: Tensor,
+    weight_c: Tensor,
+    bias: Tensor,
+    c0: Optional[Tensor] = None,
+    mask_pad: Optional[Tensor] = None,
+    dropout_mask: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor]:
+    """Differentiable time loop of the recurrence; returns h (T, B, d) and the last c (B, d)."""
+    T, B, _, d = U.shape
+    dtype = math_dtype(U.dtype)
+    u = U.to(dtype)
+    xs = x.to(dtype)
+    v_f, v_r = weight_c.to(dtype).view(2, d)
+    b_f, b_r = bias.to(dtype).view(2, d)
+    c = U.new_zeros(B, d, dtype=dtype) if c0 is None else c0.to(dtype)
+    m = None if dropout_mask is None else dropout_mask.to(dtype)
+    outputs = []
+    # unbind once: indexing U[t] per step would make autograd build a full-size zero gradient
+    # for every step in the backward pass (quadratic in T)
+    for t, (u_t, x_t) in enumerate(zip(u.unbind(0), xs.unbind(0))):
+        u0, u1, u2 = u_t.unbind(1)
+        f = torch.sigmoid(u1 + v_f * c + b_f)
+        r = torch.sigmoid(u2 + v_r * c + b_r)
+        c_new = (c - u0) * f + u0
+        gate = r if m is None else m * r
+        h = x_t + gate * (c_new - x_t)
+        if mask_pad is not None:
+            pad = mask_pad[t].unsqueeze(-1)
+            c_new = torch.where(pad, c, c_new)
+            h = h.masked_fill(pad, 0.0)
+        c = c_new
+        outputs.append(h)
+    h_all = torch.stack(outputs) if outputs else xs.new_zeros(0, B, d)
+    return h_all.to(U.dtype), c

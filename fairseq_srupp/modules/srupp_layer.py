@@ -1,0 +1,112 @@
+"""One SRU++ layer: transform the input to U, run the recurrence, highway to the output."""
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .recurrence import sru_recurrence
+from .srupp_transform import SRUppAttention, SRUppProjectedLinear
+
+CELL_LAYER_NORM_CHOICES = ("none", "pre", "post")
+
+
+class SRUppLayer(nn.Module):
+    """SRU++ layer (SPEC.md section 1).
+
+    U = transform(x) with shape (T, B, 3, d), then the recurrence gives
+    h = x + m * r * (c - x). `use_attention` picks the attention transform, otherwise the
+    projected linear one. `cell_layer_norm` is "none" (the authors' LMs), "pre" (LN on the
+    transform's input; the skip keeps the raw x) or "post" (LN on h). `recurrence_dropout`
+    False turns off the variational mask (the authors' last layer).
+
+    Parameters: `weight_c` (2d,) = [v_f | v_r] ~ U(-1, 1); `bias` (2d,) = [b_f = 0 | b_r =
+    highway_bias].
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_dim: int,
+        proj_dim: int,
+        num_heads: int = 1,
+        use_attention: bool = True,
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+        highway_bias: float = -2.0,
+        cell_layer_norm: str = "none",
+        attn_layer_norm: bool = True,
+        recurrence_dropout: bool = True,
+    ):
+        super().__init__()
+        if input_dim != hidden_dim:
+            raise ValueError(
+                f"SRU++ layers need input_dim == hidden_dim (the skip term adds x to c); "
+                f"got {input_dim} and {hidden_dim}"
+            )
+        if cell_layer_norm not in CELL_LAYER_NORM_CHOICES:
+            raise ValueError(
+                f"cell_layer_norm must be one of {CELL_LAYER_NORM_CHOICES}, got {cell_layer_norm!r}"
+            )
+        self.hidden_dim = hidden_dim
+        self.highway_bias = highway_bias
+        self.dropout = dropout
+        self.recurrence_dropout = recurrence_dropout
+        self.cell_layer_norm = cell_layer_norm
+        self.use_attention = use_attention
+        if use_attention:
+            self.transform = SRUppAttention(
+                input_dim, proj_dim, 3 * hidden_dim, num_heads, dropout, attention_dropout,
+                attn_layer_norm,
+            )
+        else:
+            self.transform = SRUppProjectedLinear(
+                input_dim, proj_dim, 3 * hidden_dim, dropout, attn_layer_norm
+            )
+        self.weight_c = nn.Parameter(torch.empty(2 * hidden_dim))
+        self.bias = nn.Parameter(torch.empty(2 * hidden_dim))
+        self.layer_norm = nn.LayerNorm(hidden_dim) if cell_layer_norm != "none" else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.uniform_(self.weight_c, -1.0, 1.0)
+        with torch.no_grad():
+            self.bias.zero_()
+            self.bias[self.hidden_dim:] = self.highway_bias
+        if self.layer_norm is not None:
+            self.layer_norm.reset_parameters()
+        self.transform.reset_parameters()
+
+    def _dropout_mask(self, x: Tensor) -> Optional[Tensor]:
+        """Variational mask (B, d), shared over time, scaled by 1/(1-p); None when off."""
+        if not (self.training and self.recurrence_dropout and self.dropout > 0):
+            return None
+        keep = 1.0 - self.dropout
+        mask = x.new_empty(x.shape[1], self.hidden_dim, dtype=torch.float32).bernoulli_(keep)
+        return mask.div_(keep)
+
+    def forward(
+        self,
+        x: Tensor,
+        c0: Optional[Tensor] = None,
+        memory: Optional[Tensor] = None,
+        mask_pad: Optional[Tensor] = None,
+        attn_window: Optional[int] = None,
+    ) -> Tuple[Tensor, Tensor]:
+        """x (T, B, d), c0 (B, d) or None, memory (M, B, d) = earlier inputs of this layer or
+        None, mask_pad (T, B) bool or None -> h (T, B, d), c_last (B, d) in float32."""
+        transform_in = x if self.cell_layer_norm != "pre" else self.layer_norm(x)
+        if memory is not None and self.cell_layer_norm == "pre":
+            memory = self.layer_norm(memory)
+        key_padding = None
+        if mask_pad is not None:
+            mem_pad = mask_pad.new_zeros(0 if memory is None else memory.shape[0], x.shape[1])
+            key_padding = torch.cat([mem_pad, mask_pad], dim=0)
+        u = self.transform(transform_in, memory, key_padding, attn_window)
+        T, B, _ = x.shape
+        u = u.view(T, B, 3, self.hidden_dim)
+        h, c_last = sru_recurrence(
+            u, x.to(u.dtype), self.weight_c, self.bias, c0, mask_pad, self._dropout_mask(x)
+        )
+        if self.cell_layer_norm == "post":
+            h = self.layer_norm(h)
+        return h, c_last
