@@ -2,4 +2,5 @@
 if __name__ == "optim":  # fairseq imported this folder itself through --user-dir
     raise ImportError("--user-dir must name the fairseq_srupp package folder, not its optim/ "
                       "sub-folder: --user-dir /path/to/fairseq_srupp")
-from . import radam, srupp_cosine  # noqa: F401,E402  (register --optimizer radam, --lr-scheduler srupp_cosine)
+# registers --optimizer radam and --lr-scheduler srupp_cosine
+from . import radam, srupp_cosine  # noqa: F401,E402
