@@ -33,9 +33,15 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
-def _seed():
+def _seed_and_threads():
+    """Seeded, and one intra-op thread: the tests' tensors are tiny, and thread start-up on a busy
+    2-core machine costs far more than it gains."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     random.seed(0)
+    yield
+    torch.set_num_threads(threads)
 
 
 def fairseq_cmd(tool: str, *args: str, stdin: str = None, check: bool = True,

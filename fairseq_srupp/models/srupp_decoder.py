@@ -5,7 +5,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from fairseq.models import FairseqIncrementalDecoder
-from fairseq.modules import AdaptiveInput, AdaptiveSoftmax
+from fairseq.modules import AdaptiveSoftmax
 from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 from torch import Tensor, nn
 
@@ -76,7 +76,8 @@ class SRUppDecoder(FairseqIncrementalDecoder):
         The stream task resets both at each training epoch and only "eval" at each validation,
         so training continues its streams after a mid-epoch validation."""
         if mode is not None and mode not in self.stream_slots:
-            raise ValueError(f"mode must be one of {sorted(self.stream_slots)} or None, got {mode!r}")
+            raise ValueError(f"mode must be one of {sorted(self.stream_slots)} or None, "
+                             f"got {mode!r}")
         for name, slot in self.stream_slots.items():
             if mode is None or name == mode:
                 slot.reset()

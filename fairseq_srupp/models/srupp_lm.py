@@ -44,6 +44,6 @@ class SRUppLanguageModel(FairseqLanguageModel):
         validate_config(cfg, len(dictionary))
         return cls(SRUppDecoder(cfg, dictionary, build_embedding(cfg, dictionary)))
 
-    def reset_stream_state(self) -> None:
-        """Forget the state carried between segments (training and evaluation)."""
-        self.decoder.reset_stream_state()
+    def reset_stream_state(self, mode=None) -> None:
+        """Forget the state carried between segments: of "train", of "eval", or of both (None)."""
+        self.decoder.reset_stream_state(mode)

@@ -1,14 +1,63 @@
 """Public entry point of the SRU recurrence: validates arguments, then picks a backend.
 
-Backends: ``ref`` (plain PyTorch, :mod:`recurrence_ref`) and the fast paths registered in
-:mod:`fairseq_srupp.modules.recurrence_backends`. ``SRUPP_BACKEND=auto|ref|cuda`` forces a choice.
+Backends: ``ref`` (plain PyTorch, :mod:`.recurrence_ref`), ``cuda`` (the CuPy kernel in
+fairseq_srupp/cuda) and ``cpu`` (the fused C++ loop, :mod:`.recurrence_cpu`); the autograd glue of
+the fused ones is in :mod:`.recurrence_autograd`. The environment variable SRUPP_BACKEND (read at
+every call) chooses:
+
+- ``auto`` (default): CUDA tensors take the kernel when CuPy imports, else the reference with one
+  warning; float32/float64 CPU tensors take the fused CPU loop when it builds, else the reference
+  with one warning; other CPU dtypes (float16, bfloat16) take the reference.
+- ``cuda``: the kernel, or a RuntimeError that says how to install CuPy.
+- ``ref``: the reference everywhere.
 """
+import os
+import warnings
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
+from .. import cuda
+from . import recurrence_cpu
+from .recurrence_autograd import SRURecurrenceCpuFn, SRURecurrenceCudaFn
 from .recurrence_ref import sru_recurrence_ref
+
+BACKEND_CHOICES = ("auto", "ref", "cuda")
+_warned = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+def select_backend(device: torch.device, dtype: torch.dtype) -> str:
+    """'cuda', 'cpu' (fused loop) or 'ref' for inputs on `device` with `dtype`, following SRUPP_BACKEND."""
+    choice = os.environ.get("SRUPP_BACKEND", "auto").strip().lower() or "auto"
+    if choice not in BACKEND_CHOICES:
+        raise ValueError(f"SRUPP_BACKEND must be one of {BACKEND_CHOICES}, got {choice!r}")
+    if choice == "ref":
+        return "ref"
+    if device.type == "cuda":
+        reason = cuda.unavailable_reason()
+        if reason is None:
+            return "cuda"
+        if choice == "cuda":
+            raise RuntimeError(f"SRUPP_BACKEND=cuda, but the CUDA recurrence kernel cannot run: {reason}")
+        _warn_once("cuda", f"sru_recurrence: the CUDA kernel is unavailable ({reason}); "
+                           "falling back to the much slower reference loop")
+        return "ref"
+    if choice == "cuda":
+        raise RuntimeError(f"SRUPP_BACKEND=cuda needs CUDA tensors, got tensors on {device}")
+    if device.type == "cpu" and dtype in recurrence_cpu.SUPPORTED_DTYPES:
+        error = recurrence_cpu.build_error()
+        if error is None:
+            return "cpu"
+        _warn_once("cpu", f"sru_recurrence: the fused CPU loop could not be built ({error}); "
+                          "falling back to the slower reference loop")
+    return "ref"
 
 
 def _check(name: str, t: Optional[Tensor], shape: tuple, U: Tensor) -> None:
@@ -56,4 +105,9 @@ def sru_recurrence(
     _check("dropout_mask", dropout_mask, (B, d), U)
     if mask_pad is not None and mask_pad.dtype != torch.bool:
         raise ValueError(f"sru_recurrence: mask_pad must be bool, got {mask_pad.dtype}")
+    backend = select_backend(U.device, U.dtype) if U.numel() > 0 else "ref"
+    if backend == "cuda":
+        return SRURecurrenceCudaFn.apply(U, x, weight_c, bias, c0, mask_pad, dropout_mask)
+    if backend == "cpu":
+        return SRURecurrenceCpuFn.apply(U, x, weight_c, bias, c0, mask_pad, dropout_mask)
     return sru_recurrence_ref(U, x, weight_c, bias, c0, mask_pad, dropout_mask)

@@ -1,0 +1,234 @@
+"""The CUDA kernel (fairseq_srupp/cuda) against the reference recurrence, on a GPU with CuPy.
+
+Every test here carries the `cuda` marker and is skipped without a CUDA device and CuPy
+(scripts/gpu_check.sh runs them on a GPU machine). All launcher outputs are NaN-poisoned before
+each launch (SRUPP_POISON_OUTPUTS=1), so an element the kernel forgets to write fails the comparison.
+
+Tolerances. The kernel computes in float32 with a hardware exp2/reciprocal sigmoid (about 2 ulp), the
+reference with torch.sigmoid; both start from the same (rounded) inputs and compute in float32, so each
+result is held to the accuracy of its own dtype: float32 results (c_last, and the gradients of the
+float32 parameters and c0) to about 1e-5, float16/bfloat16 results (h, grad_U, grad_x) to a few units
+of their rounding. Each comparison prints its max abs and relative-RMS error before asserting.
+"""
+from typing import NamedTuple, Optional
+
+import pytest
+import torch
+
+from fairseq_srupp.modules import sru_recurrence_ref
+from fairseq_srupp.modules.recurrence import select_backend
+from fairseq_srupp.modules.recurrence_autograd import SRURecurrenceCudaFn
+
+pytestmark = pytest.mark.cuda
+
+
+class Case(NamedTuple):
+    T: int
+    B: int
+    d: int
+    pad: bool = False
+    dropout: bool = False
+    c0: bool = False
+
+    @property
+    def id(self) -> str:
+        flags = [name for name in ("pad", "dropout", "c0") if getattr(self, name)]
+        return "-".join([f"T{self.T}", f"B{self.B}", f"d{self.d}"] + flags)
+
+
+CASES = [
+    Case(1, 1, 1),
+    Case(1, 3, 5, pad=True, c0=True),
+    Case(7, 3, 5, pad=True),
+    Case(7, 1, 500, dropout=True, c0=True),
+    Case(33, 3, 1, pad=True, dropout=True),
+    Case(129, 3, 500, dropout=True, c0=True),
+    Case(129, 1, 1056, pad=True, dropout=True, c0=True),
+    Case(1000, 1, 1056, c0=True),
+    Case(1000, 3, 5, pad=True, dropout=True),
+]
+
+# per result dtype. rel_rms: bound on ||kernel - ref|| / ||ref||; rtol/atol: elementwise bound, which
+# catches a few wrong elements that the RMS would average away
+TOLERANCE = {
+    torch.float32: dict(rel_rms=2e-5, rtol=1e-4, atol=1e-4),
+    torch.float16: dict(rel_rms=1e-3, rtol=4e-3, atol=4e-3),
+    torch.bfloat16: dict(rel_rms=8e-3, rtol=3e-2, atol=3e-2),
+}
+DTYPES = list(TOLERANCE)
+
+
+@pytest.fixture(autouse=True)
+def _poison_outputs(monkeypatch):
+    monkeypatch.setenv("SRUPP_POISON_OUTPUTS", "1")
+    monkeypatch.setenv("SRUPP_BACKEND", "auto")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
+class Inputs(NamedTuple):
+    U: torch.Tensor
+    x: torch.Tensor
+    weight_c: torch.Tensor
+    bias: torch.Tensor
+    c0: Optional[torch.Tensor]
+    mask_pad: Optional[torch.Tensor]
+    dropout_mask: Optional[torch.Tensor]
+
+
+def make_inputs(case: Case, dtype: torch.dtype, seed: int = 0, noncontiguous: bool = False) -> Inputs:
+    """Random inputs on the GPU; U and x in `dtype`, the small tensors in float32 (float64 for float64)."""
+    g = torch.Generator().manual_seed(seed)
+    T, B, d = case.T, case.B, case.d
+    small = torch.float64 if dtype == torch.float64 else torch.float32
+    U = torch.randn(T, B, 3, d + 7 if noncontiguous else d, generator=g)
+    x = torch.randn(T, B, 2 * d if noncontiguous else d, generator=g)
+    weight_c = torch.rand(2 * d, generator=g) * 2 - 1
+    bias = torch.randn(2 * d, generator=g) * 0.5
+    c0 = torch.randn(B, d, generator=g) if case.c0 else None
+    mask_pad = None
+    if case.pad:
+        mask_pad = torch.rand(T, B, generator=g) < 0.25
+        mask_pad[-1, 0] = True  # a padded last step, so c_last must be a carried state
+    dropout_mask = (torch.rand(B, d, generator=g) > 0.3).float() / 0.7 if case.dropout else None
+
+    def dev(t, dt):
+        return None if t is None else t.to("cuda").to(dt)
+
+    U, x = dev(U, dtype), dev(x, dtype)
+    if noncontiguous:  # views cut out of wider buffers on the device
+        U, x = U[..., 3:3 + d], x[..., ::2]
+    return Inputs(
+        U, x, dev(weight_c, small), dev(bias, small), dev(c0, small),
+        None if mask_pad is None else mask_pad.cuda(), dev(dropout_mask, small),
+    )
+
+
+def leaf_like(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """A leaf copy of t that requires grad and keeps t's strides (clone would compact a view with gaps)."""
+    if t is None:
+        return None
+    leaf = torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device=t.device)
+    return leaf.copy_(t).requires_grad_()
+
+
+def run_with_grads(fn, inputs: Inputs, seed: int = 1):
+    """fn's (h, c_last) and the gradients of <h, g_h> + <c_last, g_c> for random cotangents g_h, g_c."""
+    leaves = [leaf_like(t) for t in inputs[:5]]
+    h, c_last = fn(*leaves, inputs.mask_pad, inputs.dropout_mask)
+    g = torch.Generator().manual_seed(seed)
+    grad_h = torch.randn(h.shape, generator=g).to(h.device, h.dtype)
+    grad_c = torch.randn(c_last.shape, generator=g).to(c_last.device, c_last.dtype)
+    torch.autograd.backward([h, c_last], [grad_h, grad_c])
+    grads = {name: leaf.grad for name, leaf in zip(("U", "x", "weight_c", "bias", "c0"), leaves) if leaf is not None}
+    return {"h": h.detach(), "c_last": c_last.detach(), **grads}
+
+
+def assert_close(name: str, actual: torch.Tensor, expected: torch.Tensor):
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape, (name, actual.dtype, actual.shape)
+    rel_rms, rtol, atol = (TOLERANCE[actual.dtype][key] for key in ("rel_rms", "rtol", "atol"))
+    a, e = actual.double(), expected.double()
+    assert not torch.isnan(a).any(), f"{name}: NaN in the kernel output (an element was not written)"
+    diff = (a - e).abs()
+    err_rms = (diff.norm() / e.norm().clamp_min(1e-30)).item()
+    print(f"{name:9s} max|diff| {diff.max().item():.3e}  mean|diff| {diff.mean().item():.3e}  rel-RMS {err_rms:.3e}")
+    assert err_rms <= rel_rms, f"{name}: relative RMS error {err_rms:.3e} > {rel_rms:.1e}"
+    torch.testing.assert_close(a, e, rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
+
+
+def compare(kernel: dict, reference: dict):
+    for name in reference:
+        assert_close(name, kernel[name], reference[name])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_kernel_matches_reference(case, dtype):
+    inputs = make_inputs(case, dtype)
+    assert select_backend(inputs.U.device, dtype) == "cuda"
+    kernel = run_with_grads(SRURecurrenceCudaFn.apply, inputs)
+    reference = run_with_grads(sru_recurrence_ref, inputs)
+    compare(kernel, reference)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_noncontiguous_inputs(dtype):
+    inputs = make_inputs(Case(65, 3, 96, pad=True, dropout=True, c0=True), dtype, noncontiguous=True)
+    assert not inputs.U.is_contiguous() and not inputs.x.is_contiguous()
+    kernel = run_with_grads(SRURecurrenceCudaFn.apply, inputs)
+    reference = run_with_grads(sru_recurrence_ref, inputs)
+    compare(kernel, reference)
+
+
+def test_half_precision_parameters_get_half_gradients():
+    """fairseq --fp16 turns the parameters into float16; the kernel still computes in float32."""
+    inputs = make_inputs(Case(50, 2, 64, c0=True), torch.float16)
+    inputs = inputs._replace(weight_c=inputs.weight_c.half(), bias=inputs.bias.half(), c0=inputs.c0.half())
+    kernel = run_with_grads(SRURecurrenceCudaFn.apply, inputs)
+    reference = run_with_grads(sru_recurrence_ref, inputs)
+    for name in ("weight_c", "bias", "c0"):
+        assert kernel[name].dtype == torch.float16
+    compare(kernel, reference)
+
+
+def test_inference_without_grad_matches():
+    inputs = make_inputs(Case(100, 3, 130, pad=True, dropout=True, c0=True), torch.float32)
+    with torch.no_grad():
+        h, c_last = SRURecurrenceCudaFn.apply(*inputs)
+        h_ref, c_ref = sru_recurrence_ref(*inputs)
+    assert_close("h", h, h_ref)
+    assert_close("c_last", c_last, c_ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_repeated_runs_are_bitwise_identical(dtype):
+    inputs = make_inputs(Case(300, 3, 700, pad=True, dropout=True, c0=True), dtype)
+    first = run_with_grads(SRURecurrenceCudaFn.apply, inputs)
+    for _ in range(4):
+        again = run_with_grads(SRURecurrenceCudaFn.apply, inputs)
+        for name in first:
+            assert torch.equal(first[name], again[name]), f"{name} differs between identical runs"
+
+
+@pytest.mark.parametrize("pad,dropout", [(False, False), (True, True)], ids=["plain", "pad-dropout"])
+def test_float64_gradcheck_of_the_kernel_function(pad, dropout):
+    inputs = make_inputs(Case(6, 2, 3, pad=pad, dropout=dropout, c0=True), torch.float64)
+    leaves = [t.detach().clone().requires_grad_() for t in inputs[:5]]
+
+    def fn(U, x, weight_c, bias, c0):
+        return SRURecurrenceCudaFn.apply(U, x, weight_c, bias, c0, inputs.mask_pad, inputs.dropout_mask)
+
+    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_launch_uses_the_current_stream():
+    """Inputs written on a busy side stream must be visible to the kernel launched on that stream."""
+    source = make_inputs(Case(64, 2, 256, c0=True), torch.float32)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        U = torch.zeros_like(source.U)
+        torch.cuda._sleep(50_000_000)  # keep the side stream busy, so a launch on another stream runs early
+        U.copy_(source.U)
+        h, c_last = SRURecurrenceCudaFn.apply(U, *source[1:])
+    torch.cuda.current_stream().wait_stream(side)
+    h_ref, c_ref = sru_recurrence_ref(*source)
+    assert_close("h", h, h_ref)
+    assert_close("c_last", c_last, c_ref)
+
+
+def test_autocast_keeps_input_dtypes():
+    """Under autocast the Function neither casts its inputs nor fails in the backward."""
+    inputs = make_inputs(Case(40, 2, 48, c0=True), torch.bfloat16)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        kernel = run_with_grads(SRURecurrenceCudaFn.apply, inputs)
+    assert kernel["h"].dtype == torch.bfloat16 and kernel["c_last"].dtype == torch.float32
+    assert kernel["weight_c"].dtype == torch.float32 and kernel["U"].dtype == torch.bfloat16
+    compare(kernel, run_with_grads(sru_recurrence_ref, inputs))
+
+
+def test_poison_flag_fills_outputs_with_nan():
+    from fairseq_srupp.cuda import launcher
+
+    out = launcher._new_output((3, 4), torch.float32, torch.empty(1, device="cuda"))
+    assert torch.isnan(out).all()
