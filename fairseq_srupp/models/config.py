@@ -95,6 +95,11 @@ class SRUppLMConfig(FairseqDataclass):
                 "size (dictionary ids are used directly). A converted checkpoint "
                 "(scripts/convert_sru_checkpoint.py) sets the authors' vocabulary size and a "
                 "token_map buffer from dictionary ids to the authors' ids"})
+    check_finite: bool = field(default=False, metadata={
+        "help": "debugging: raise FloatingPointError naming the first place (token embeddings or "
+                "SRU++ layer i of n) whose output holds NaN or Inf, in every forward; costs one "
+                "device sync per layer, so leave it off for normal runs (fairseq-eval-lm: "
+                "--model-overrides '{\"check_finite\": True}')"})
     max_target_positions: Optional[int] = II("task.max_target_positions")
 
 
@@ -152,7 +157,8 @@ def validate_config(cfg, vocab_size: int) -> None:
         if not 0.0 <= p < 1.0:
             raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1), got {p}")
     if cfg.mem_len < 0:
-        raise ValueError(f"--mem-len must be >= 0, got {cfg.mem_len}")
+        raise ValueError(f"--mem-len must be >= 0 (earlier positions kept as attention memory; "
+                         f"0 = none), got {cfg.mem_len}: pass --mem-len 0 or more")
     if cfg.attn_window < 0:
         raise ValueError(f"--attn-window must be >= 0 (0 = no limit), got {cfg.attn_window}")
     input_cutoffs = parse_cutoffs(cfg.adaptive_input_cutoff, "adaptive-input-cutoff", vocab_size)

@@ -93,8 +93,9 @@ class SRUppDecoder(FairseqIncrementalDecoder):
         if self.cfg.attn_window > self.cfg.mem_len:
             raise ValueError(
                 f"attn_window={self.cfg.attn_window} needs mem_len >= attn_window, but mem_len="
-                f"{self.cfg.mem_len}; pass --model-overrides "
-                f"'{{\"mem_len\": {self.cfg.attn_window}}}' (or lower attn_window)"
+                f"{self.cfg.mem_len}: the carried memory must cover the window. Pass "
+                f"--model-overrides '{{\"mem_len\": {self.cfg.attn_window}}}' when evaluating "
+                f"(--mem-len {self.cfg.attn_window} in fairseq-train), or lower attn_window"
             )
 
     # ---------------------------------------------------------------- forward
@@ -142,6 +143,9 @@ class SRUppDecoder(FairseqIncrementalDecoder):
         mask_pad = tokens.eq(self.padding_idx).t()
         mask_pad = mask_pad if mask_pad.any() else None
         x = self.embed_tokens(tokens.t())
+        check_finite = getattr(self.cfg, "check_finite", False)  # absent in older checkpoints
+        if check_finite:
+            self._check_finite(x, "the token embeddings (embed_tokens)")
         x = F.dropout(x, self.cfg.embed_dropout, self.training)
         window = self._attn_window()
         new_state: List[LayerState] = []
@@ -150,11 +154,23 @@ class SRUppDecoder(FairseqIncrementalDecoder):
             c0 = None if layer_state is None else layer_state.c
             memory = None if layer_state is None else layer_state.memory
             h, c_last = layer(x, c0, memory, mask_pad, window)
+            if check_finite:
+                self._check_finite(h, f"the output of SRU++ layer {i + 1} (of {len(self.layers)})")
             if carry:
                 new_state.append(LayerState(c_last, self._next_memory(i, memory, x)))
             x = h
         x = F.dropout(x, self.cfg.dropout, self.training)
         return x, (new_state if carry else None)
+
+    def _check_finite(self, x: Tensor, where: str) -> None:
+        """--check-finite: raise if x (any shape) holds NaN or Inf; `where` names the module."""
+        if not torch.isfinite(x).all():
+            mode = "training" if self.training else "evaluation"
+            raise FloatingPointError(
+                f"non-finite values (NaN/Inf) in {where} during {mode}; its inputs were finite, "
+                f"so the cause is this module: check its weights in the checkpoint, and in "
+                f"training lower --lr, set --clip-norm or train in float32 instead of --fp16"
+            )
 
     def _next_memory(self, i: int, memory: Optional[Tensor], x: Tensor) -> Optional[Tensor]:
         """The last mem_len inputs of layer i, (M, B, d); None for layers without attention."""

@@ -14,6 +14,7 @@ import torch
 from fairseq import utils
 from fairseq.data import Dictionary, data_utils, iterators
 from fairseq.dataclass import FairseqDataclass
+from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import MISSING, DictConfig, open_dict
 
@@ -40,6 +41,41 @@ class SRUppStreamLMConfig(FairseqDataclass):
     max_target_positions: Optional[int] = field(default=None, metadata={
         "help": "longest sequence the model accepts; None = no limit (a recurrence has no "
                 "position table)"})
+
+
+PREPROCESS_HINT = "fairseq-preprocess --only-source --trainpref TEXT/train.txt --validpref " \
+                  "TEXT/valid.txt --testpref TEXT/test.txt --destdir {folder}"
+
+
+def load_dictionary(folder: str) -> Dictionary:
+    """dict.txt of a fairseq-preprocess output folder, with errors that say how to make one."""
+    path = os.path.join(folder, "dict.txt")
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"srupp_stream_lm: the data folder {folder} does not exist; pass the --destdir of "
+            f"fairseq-preprocess, e.g. {PREPROCESS_HINT.format(folder=folder)}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"srupp_stream_lm: {folder} has no dict.txt, so it is not fairseq-preprocess output "
+            f"(text must be binarized first): {PREPROCESS_HINT.format(folder=folder)}")
+    try:
+        dictionary = Dictionary.load(path)
+    except Exception as error:  # fairseq's message does not name the file
+        reason = " ".join(str(error).split())
+        raise ValueError(
+            f"srupp_stream_lm: cannot read {path} ({reason}); each line must be '<symbol> "
+            f"<count>' as fairseq-preprocess writes it: rebuild the folder with "
+            f"{PREPROCESS_HINT.format(folder=folder)}") from error
+    logger.info(f"dictionary: {len(dictionary)} types")
+    return dictionary
+
+
+def binarize_hint(folder: str, split: str) -> str:
+    """The fairseq-preprocess command that writes `split` into `folder` with its dictionary."""
+    pref = {"train": "--trainpref", "valid": "--validpref", "test": "--testpref"}.get(split)
+    hint = (f"fairseq-preprocess --only-source --srcdict {folder}/dict.txt "
+            f"{pref or '--testpref'} TEXT/{split}.txt --destdir {folder}")
+    return hint if pref else f"{hint}, then rename its test.idx/.bin to {split}.idx/.bin"
 
 
 def _unwrap(model):
@@ -70,9 +106,7 @@ class SRUppStreamLMTask(FairseqTask):
         paths = utils.split_paths(cfg.data)
         if not paths:
             raise ValueError("srupp_stream_lm needs a data folder (fairseq-preprocess output)")
-        dictionary = Dictionary.load(os.path.join(paths[0], "dict.txt"))
-        logger.info(f"dictionary: {len(dictionary)} types")
-        return cls(cfg, dictionary)
+        return cls(cfg, load_dictionary(paths[0]))
 
     @property
     def source_dictionary(self) -> Dictionary:
@@ -84,6 +118,17 @@ class SRUppStreamLMTask(FairseqTask):
 
     # ------------------------------------------------------------------ model
     def build_model(self, cfg, from_checkpoint: bool = False):
+        """The model of `cfg` (a checkpoint's cfg.model when loading). Models whose class has no
+        `reset_stream_state` cannot carry state across segments and are refused; with a carried
+        state, the evaluation window is checked here, before any data is read."""
+        name = getattr(cfg, "_name", None) or getattr(cfg, "arch", None)
+        model_class = ARCH_MODEL_REGISTRY.get(name) or MODEL_REGISTRY.get(name)
+        if model_class is not None and not hasattr(model_class, "reset_stream_state"):
+            raise ValueError(
+                f"srupp_stream_lm feeds each stream segment after segment and needs a model that "
+                f"carries its state between them (srupp_lm and its architectures), but the model "
+                f"(--arch, or the checkpoint's) is {name} ({model_class.__name__}); use "
+                f"--task language_modeling for it")
         window = self.cfg.eval_attn_window
         if window > 0:
             if getattr(cfg, "attn_window", None) is None or getattr(cfg, "mem_len", None) is None:
@@ -100,7 +145,10 @@ class SRUppStreamLMTask(FairseqTask):
                 if cfg.mem_len < window:
                     logger.info(f"--eval-attn-window {window}: mem_len {cfg.mem_len} -> {window}")
                     cfg.mem_len = window
-        return super().build_model(cfg, from_checkpoint)
+        model = super().build_model(cfg, from_checkpoint)
+        if getattr(cfg, "carry_state", False):
+            model.decoder.check_window_is_served()
+        return model
 
     def begin_epoch(self, epoch, model):
         """A training epoch starts every stream afresh."""
@@ -114,10 +162,23 @@ class SRUppStreamLMTask(FairseqTask):
     # ------------------------------------------------------------------ data
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
         paths = utils.split_paths(self.cfg.data)
-        split_path = os.path.join(paths[(epoch - 1) % len(paths)], split)
-        lines = data_utils.load_indexed_dataset(split_path, self.dictionary, combine=combine)
+        folder = paths[(epoch - 1) % len(paths)]
+        split_path = os.path.join(folder, split)
+        try:
+            lines = data_utils.load_indexed_dataset(split_path, self.dictionary, combine=combine)
+        except Exception as error:  # e.g. struct.error from a truncated .idx
+            raise ValueError(
+                f"srupp_stream_lm: cannot read the binarized split {split_path}.idx/.bin "
+                f"({error}); the files are damaged or not fairseq-preprocess output: binarize "
+                f"the split again, {binarize_hint(folder, split)}") from error
         if lines is None:
-            raise FileNotFoundError(f"dataset not found: {split} ({split_path})")
+            missing = [f"{split}{ext}" for ext in (".idx", ".bin")
+                       if not os.path.exists(split_path + ext)]
+            raise FileNotFoundError(
+                f"srupp_stream_lm: {folder} has no binarized '{split}' split (missing: "
+                f"{', '.join(missing) or 'a readable ' + split + '.idx/.bin pair'}). Binarize "
+                f"it: {binarize_hint(folder, split)}; or choose another split (--valid-subset, "
+                f"--gen-subset) or --disable-validation")
         self.datasets[split] = TokenStream(lines)
         logger.info(f"{split}: {len(self.datasets[split])} tokens in {len(lines)} lines")
 
