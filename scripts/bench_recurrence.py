@@ -2,11 +2,16 @@
 fused CPU loop against the reference).
 
 CUDA mode prints a banner (GPU | CUDA | torch | cupy), the measured device-to-device copy bandwidth,
-and for each (T, B, d) and dtype the median forward and forward+backward times (CUDA events, after a
-warm-up), the effective bandwidth under the byte model below, its share of the copy bandwidth, the
-reference's forward+backward time and the speed-up, and the kernel's largest error against the
-reference. --sweep-depth adds a table of the register-ring depths (launcher level, float32 and
-bfloat16).
+the host time per call, and for each (T, B, d) and dtype the forward and forward+backward GPU times, the
+effective bandwidth under the byte model below, its share of the copy bandwidth, the pipeline
+configurations (P, STAGES) the launcher chose, the reference's forward+backward time and the speed-up
+(float32 rows only: the reference is slow), and the kernel's largest error against the reference.
+--sweep adds a table of every (P, STAGES) in {4, 8, 16} x {3, 4} (launcher level, float32 and bfloat16).
+
+GPU times: `repeat` samples, each `inner` back-to-back calls between two CUDA events; all samples are
+queued before a single synchronization at the end, so the host's launch overhead overlaps the GPU work
+(the median per-call time is reported). Host time: wall time of issuing many calls of a one-element
+problem, without synchronizing, per call.
 
 Byte model, per element (t, b, j), with s = bytes of the input dtype and c_t saved in float32:
   forward:  reads U (3 values) and x, writes h (s each) and c_t (4 bytes)        = 5 s + 4
@@ -14,7 +19,7 @@ Byte model, per element (t, b, j), with s = bytes of the input dtype and c_t sav
                                                                                    = 9 s + 4
 This is the byte count of ANCHORS.md (6 and 10 values per element) with c kept in float32.
 
-Usage: python scripts/bench_recurrence.py [--device cuda|cpu] [--json PATH] [--sweep-depth]
+Usage: python scripts/bench_recurrence.py [--device cuda|cpu] [--json PATH] [--sweep]
 """
 import argparse
 import json
@@ -60,19 +65,21 @@ def fwd_bwd(fn, inputs, grad_h):
 
 
 def cuda_time_ms(run, warmup: int, repeat: int, inner: int = 1) -> float:
-    """Median over `repeat` samples of the mean time of `inner` back-to-back calls, by CUDA events."""
+    """Median over `repeat` samples of the mean GPU time of `inner` back-to-back calls (CUDA events). Every
+    sample is queued before one synchronization at the end, so host overhead is hidden behind GPU work."""
     for _ in range(warmup):
         run()
-    samples = []
+    torch.cuda.synchronize()
+    events = []
     for _ in range(repeat):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         for _ in range(inner):
             run()
         end.record()
-        end.synchronize()
-        samples.append(start.elapsed_time(end) / inner)
-    return statistics.median(samples)
+        events.append((start, end))
+    torch.cuda.synchronize()
+    return statistics.median(start.elapsed_time(end) / inner for start, end in events)
 
 
 def cpu_time_ms(run, warmup: int, repeat: int) -> float:
@@ -94,18 +101,40 @@ def copy_bandwidth_gbs(n_bytes: int = 1 << 30) -> float:
     return 2 * n_bytes / (ms * 1e-3) / 1e9
 
 
-def host_overhead_us(calls: int = 200) -> float:
-    """Host time per forward call on a one-element problem (autograd, launcher, DLPack, launch); when it
-    exceeds a kernel's run time, the GPU idles between back-to-back calls."""
-    inputs, _ = make_inputs(1, 1, 1, torch.float32, "cuda")
-    fwd(SRURecurrenceCudaFn.apply, inputs)
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(calls):
-        fwd(SRURecurrenceCudaFn.apply, inputs)
-    elapsed = time.perf_counter() - start
-    torch.cuda.synchronize()
-    return elapsed / calls * 1e6
+def host_overhead_us(calls: int = 300) -> dict:
+    """Host time per call on a one-element problem, without synchronizing: the forward alone (autograd
+    Function, launcher, launch; inputs require grad, so c_all is stored and the graph is built), the
+    launcher's forward alone, and a forward+backward. When it exceeds a kernel's run time, the GPU idles
+    between back-to-back calls."""
+    from fairseq_srupp.cuda import launcher
+
+    inputs, grad_h = make_inputs(1, 1, 1, torch.float32, "cuda")
+    detached = [t.detach() for t in inputs]
+    runs = {
+        "forward_us": lambda: fwd(SRURecurrenceCudaFn.apply, inputs),
+        "launcher_forward_us": lambda: launcher.forward(*detached, None, None, None, True),
+        "forward_backward_us": lambda: fwd_bwd(SRURecurrenceCudaFn.apply, inputs, grad_h),
+    }
+    result = {}
+    for name, run in runs.items():
+        for _ in range(20):
+            run()
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(calls):
+            run()
+        result[name] = (time.perf_counter() - start) / calls * 1e6
+        torch.cuda.synchronize()
+    return result
+
+
+def chosen_configs(T, B, d, dtype) -> dict:
+    """The (P, STAGES) the launcher picks for this size (no padding mask)."""
+    from fairseq_srupp.cuda import launcher
+
+    index = torch.cuda.current_device()
+    return {direction: list(launcher.plan(direction, dtype, index, B * d, False).config)
+            for direction in ("forward", "backward")}
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -124,16 +153,16 @@ def banner_cuda() -> str:
 
 
 def bench_cuda(args) -> dict:
-    from fairseq_srupp.cuda import launcher
-
     print(banner_cuda())
     copy_gbs = copy_bandwidth_gbs()
-    overhead_us = host_overhead_us()
+    host = host_overhead_us()
     print(f"device-to-device copy bandwidth: {copy_gbs:.0f} GB/s (read + write)")
-    print(f"host time per forward call: {overhead_us:.0f} us (autograd + launcher + DLPack + launch)\n")
+    print(f"host time per call (no sync): forward {host['forward_us']:.0f} us (autograd + launcher + launch), "
+          f"launcher only {host['launcher_forward_us']:.0f} us, forward+backward {host['forward_backward_us']:.0f} us\n")
     rows = []
     header = (f"{'T':>5} {'B':>3} {'d':>5} {'dtype':>8} | {'fwd ms':>7} {'GB/s':>6} {'%copy':>5} | "
-              f"{'f+b ms':>7} {'GB/s':>6} {'%copy':>5} | {'ref f+b':>8} {'speedup':>7} | {'max rel err':>11}")
+              f"{'f+b ms':>7} {'GB/s':>6} {'%copy':>5} | {'P,STAGES f/b':>12} | {'ref f+b':>8} {'speedup':>7} | "
+              f"{'max rel err':>11}")
     print(header)
     print("-" * len(header))
     for T, B, d in args.shapes:
@@ -146,44 +175,50 @@ def bench_cuda(args) -> dict:
             fb_ms = cuda_time_ms(lambda: fwd_bwd(SRURecurrenceCudaFn.apply, inputs, grad_h), args.warmup,
                                  args.repeat, args.inner)
             row = dict(T=T, B=B, d=d, dtype=name, fwd_ms=fwd_ms, fwd_bwd_ms=fb_ms,
-                       fwd_gbs=n * fwd_bytes / fwd_ms / 1e6, fwd_bwd_gbs=n * (fwd_bytes + bwd_bytes) / fb_ms / 1e6)
+                       fwd_gbs=n * fwd_bytes / fwd_ms / 1e6, fwd_bwd_gbs=n * (fwd_bytes + bwd_bytes) / fb_ms / 1e6,
+                       configs=chosen_configs(T, B, d, dtype))
             row["fwd_copy_share"] = row["fwd_gbs"] / copy_gbs
             row["fwd_bwd_copy_share"] = row["fwd_bwd_gbs"] / copy_gbs
             ref_text = err_text = "-"
             if not args.no_reference:
-                row["ref_fwd_bwd_ms"] = cuda_time_ms(lambda: fwd_bwd(sru_recurrence_ref, inputs, grad_h), 1,
-                                                     args.ref_repeat)
-                row["speedup"] = row["ref_fwd_bwd_ms"] / fb_ms
+                if name == "float32":
+                    row["ref_fwd_bwd_ms"] = cuda_time_ms(lambda: fwd_bwd(sru_recurrence_ref, inputs, grad_h), 1,
+                                                         args.ref_repeat)
+                    row["speedup"] = row["ref_fwd_bwd_ms"] / fb_ms
+                    ref_text = f"{row['ref_fwd_bwd_ms']:8.1f}"
                 with torch.no_grad():  # inference path (no c_all stored)
                     outputs = fwd(SRURecurrenceCudaFn.apply, inputs)
                     expected = fwd(sru_recurrence_ref, inputs)
                 outputs += fwd_bwd(SRURecurrenceCudaFn.apply, inputs, grad_h)
                 expected += fwd_bwd(sru_recurrence_ref, inputs, grad_h)
                 row["max_rel_err"] = max(relative_error(a, e) for a, e in zip(outputs, expected))
-                ref_text = f"{row['ref_fwd_bwd_ms']:8.1f}"
                 err_text = f"{row['max_rel_err']:11.2e}"
             rows.append(row)
             speedup = f"{row['speedup']:6.0f}x" if "speedup" in row else "      -"
+            chosen = "{}/{}".format(*(",".join(map(str, row["configs"][k])) for k in ("forward", "backward")))
             print(f"{T:5d} {B:3d} {d:5d} {name:>8} | {fwd_ms:7.3f} {row['fwd_gbs']:6.0f} "
                   f"{100 * row['fwd_copy_share']:4.0f}% | {fb_ms:7.3f} {row['fwd_bwd_gbs']:6.0f} "
-                  f"{100 * row['fwd_bwd_copy_share']:4.0f}% | {ref_text:>8} {speedup} | {err_text:>11}")
-    result = dict(device=banner_cuda(), copy_gbs=copy_gbs, host_overhead_us=overhead_us,
-                  byte_model="fwd 5s+4, bwd 9s+4 bytes per element",
-                  forward_depth=launcher.DEFAULT_FORWARD_DEPTH, backward_depth=launcher.DEFAULT_BACKWARD_DEPTH,
-                  rows=rows)
-    if args.sweep_depth:
-        result["depth_sweep"] = sweep_depths(args, copy_gbs)
+                  f"{100 * row['fwd_bwd_copy_share']:4.0f}% | {chosen:>12} | {ref_text:>8} {speedup} | {err_text:>11}")
+    result = dict(device=banner_cuda(), copy_gbs=copy_gbs, host_overhead_us=host["forward_us"], host_us=host,
+                  byte_model="fwd 5s+4, bwd 9s+4 bytes per element", rows=rows)
+    if args.sweep:
+        result["config_sweep"] = sweep_configs(args, copy_gbs)
     return result
 
 
-def sweep_depths(args, copy_gbs: float) -> list:
-    """Forward and backward kernel times for each ring depth, called at the launcher level."""
+SWEEP_CONFIGS = [(P, stages) for P in (4, 8, 16) for stages in (3, 4)]
+
+
+def sweep_configs(args, copy_gbs: float) -> list:
+    """Forward and backward kernel times for every (P, STAGES) of SWEEP_CONFIGS, at the launcher level (the
+    forward stores c_all, as in training). Configurations outside the launcher's defaults are compiled here."""
     from fairseq_srupp.cuda import launcher
 
-    pairs = list(zip(launcher.FORWARD_DEPTHS, launcher.BACKWARD_DEPTHS))
-    print("\nring-depth sweep (launcher level; forward stores c_all); % of copy bandwidth per depth")
-    print(f"{'T':>5} {'B':>3} {'d':>5} {'dtype':>8} | " + " ".join(f"fwd{f:<3d}" for f, _ in pairs) + " | "
-          + " ".join(f"bwd{b:<3d}" for _, b in pairs))
+    labels = [f"{P}x{stages}" for P, stages in SWEEP_CONFIGS]
+    print("\npipeline sweep (launcher level; P x STAGES; % of copy bandwidth; * = the launcher's choice; "
+          "last: the choice with the whole shared-memory carveout)")
+    print(f"{'T':>5} {'B':>3} {'d':>5} {'dtype':>8} | fwd " + " ".join(f"{v:>6}" for v in labels) + " | bwd "
+          + " ".join(f"{v:>6}" for v in labels))
     rows = []
     for T, B, d in args.shapes:
         for name in ("float32", "bfloat16"):
@@ -193,18 +228,49 @@ def sweep_depths(args, copy_gbs: float) -> list:
             n = T * B * d
             fwd_bytes, bwd_bytes = bytes_per_element(dtype)
             _, _, c_all = launcher.forward(U, x, weight_c, bias, None, None, None, True)
-            row = dict(T=T, B=B, d=d, dtype=name, forward={}, backward={})
-            for fd, bd in pairs:
-                ms = cuda_time_ms(lambda: launcher.forward(U, x, weight_c, bias, None, None, None, True, fd),
+            chosen = chosen_configs(T, B, d, dtype)
+            row = dict(T=T, B=B, d=d, dtype=name, chosen=chosen, forward={}, backward={})
+            for config in SWEEP_CONFIGS:
+                label = f"{config[0]}x{config[1]}"
+                try:
+                    ms = cuda_time_ms(lambda: launcher.forward(U, x, weight_c, bias, None, None, None, True,
+                                                               config=config), args.warmup, args.repeat, args.inner)
+                    row["forward"][label] = n * fwd_bytes / ms / 1e6 / copy_gbs
+                except RuntimeError as error:  # the configuration does not fit this device
+                    print(f"  forward {label}: {error}")
+                    row["forward"][label] = float("nan")
+                try:
+                    ms = cuda_time_ms(lambda: launcher.backward(U, x, weight_c, bias, None, None, None, c_all,
+                                                                grad_h, None, config=config),
+                                      args.warmup, args.repeat, args.inner)
+                    row["backward"][label] = n * bwd_bytes / ms / 1e6 / copy_gbs
+                except RuntimeError as error:
+                    print(f"  backward {label}: {error}")
+                    row["backward"][label] = float("nan")
+            # the launcher's choice once more with all of the shared-memory carveout (28 KB of L1 on an H100)
+            # instead of the default that leaves L1 what the resident blocks do not need
+            saved_carveout, saved_plans = launcher.CARVEOUT, dict(launcher._plans)
+            launcher.CARVEOUT = "max"
+            launcher._plans.clear()
+            try:
+                ms = cuda_time_ms(lambda: launcher.forward(U, x, weight_c, bias, None, None, None, True),
                                   args.warmup, args.repeat, args.inner)
-                row["forward"][fd] = n * fwd_bytes / ms / 1e6 / copy_gbs
+                row["forward_max_carveout"] = n * fwd_bytes / ms / 1e6 / copy_gbs
                 ms = cuda_time_ms(lambda: launcher.backward(U, x, weight_c, bias, None, None, None, c_all, grad_h,
-                                                            None, bd), args.warmup, args.repeat, args.inner)
-                row["backward"][bd] = n * bwd_bytes / ms / 1e6 / copy_gbs
+                                                            None), args.warmup, args.repeat, args.inner)
+                row["backward_max_carveout"] = n * bwd_bytes / ms / 1e6 / copy_gbs
+            finally:
+                launcher.CARVEOUT = saved_carveout
+                launcher._plans.clear()
+                launcher._plans.update(saved_plans)
             rows.append(row)
-            print(f"{T:5d} {B:3d} {d:5d} {name:>8} | "
-                  + " ".join(f"{100 * v:5.0f}%" for v in row["forward"].values()) + " | "
-                  + " ".join(f"{100 * v:5.0f}%" for v in row["backward"].values()))
+
+            def cells(direction):
+                return " ".join(f"{100 * v:5.0f}%" + ("*" if chosen[direction] == [int(p) for p in k.split("x")]
+                                                       else " ") for k, v in row[direction].items())
+
+            print(f"{T:5d} {B:3d} {d:5d} {name:>8} | fwd {cells('forward')}| bwd {cells('backward')}| "
+                  f"max carveout: fwd {100 * row['forward_max_carveout']:3.0f}% bwd {100 * row['backward_max_carveout']:3.0f}%")
     return rows
 
 
@@ -258,7 +324,8 @@ def main():
     parser.add_argument("--inner", type=int, default=3, help="back-to-back calls per CUDA-event sample")
     parser.add_argument("--ref-repeat", type=int, default=3, help="samples of the (slow) reference")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference timing and error")
-    parser.add_argument("--sweep-depth", action="store_true", help="also time every register-ring depth")
+    parser.add_argument("--sweep", "--sweep-depth", dest="sweep", action="store_true",
+                        help="also time every pipeline configuration (P, STAGES) in {4, 8, 16} x {3, 4}")
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args()
     if args.device == "cuda":

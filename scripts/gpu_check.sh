@@ -8,7 +8,8 @@
 # ./gpu_check_out. When pytest is not importable, wheels in $SRUPP_WHEELS (default .gpu_wheels/: pytest,
 # pluggy, iniconfig, packaging, pygments as py3-none-any wheels) are put on PYTHONPATH; without them the
 # tests are skipped with a loud message, and bench_recurrence.py's error column is the only kernel check.
-# Takes about 3 minutes on one H100 (the first run compiles the kernels with NVRTC; CuPy caches them).
+# Takes about 3 minutes on one H100 (the tests compile every kernel configuration with NVRTC, ~40 kernels;
+# CuPy caches them on disk, so the benchmarks reuse them).
 set -u
 cd "$(dirname "$0")/.."
 OUT_DIR="${OUT:-gpu_check_out}"
@@ -68,45 +69,109 @@ else
 fi
 
 echo "== bench_recurrence.py ($(elapsed))"
-timeout 240 $PY scripts/bench_recurrence.py --sweep-depth --ref-repeat 2 --json "$OUT_DIR/bench_recurrence.json" \
+timeout 240 $PY scripts/bench_recurrence.py --sweep --ref-repeat 2 --json "$OUT_DIR/bench_recurrence.json" \
     2>&1 | tee "$OUT_DIR/bench_recurrence.log"
 
 echo "== bench_layer.py ($(elapsed))"
-timeout 150 $PY scripts/bench_layer.py --json "$OUT_DIR/bench_layer.json" 2>&1 | tee "$OUT_DIR/bench_layer.log"
+# the SRU++ layer on the reference loop takes ~0.5 s per iteration: left out here (bench_recurrence.py times
+# the reference recurrence); --profile lists the SRU++ layer's CUDA kernels by GPU time
+timeout 150 $PY scripts/bench_layer.py --no-reference --profile --json "$OUT_DIR/bench_layer.json" 2>&1 \
+    | tee "$OUT_DIR/bench_layer.log"
+
+# ---- further checks go here (before the summary), each writing its log/JSON into $OUT_DIR ----
+echo "== gpu_amp_check.py ($(elapsed))"
+timeout 150 $PY scripts/gpu_amp_check.py --json "$OUT_DIR/gpu_amp_check.json" 2>&1 | tee "$OUT_DIR/gpu_amp_check.log"
+# ---- end of further checks ----
 
 echo "== summary ($(elapsed))"
 TEST_STATUS="$TEST_STATUS" OUT_DIR="$OUT_DIR" $PY - <<'EOF' 2>&1 | tee "$OUT_DIR/summary.txt"
-import json, os
+# Every section is independent: a missing or unexpected JSON file prints a line and the rest goes on.
+import json, math, os
 out = os.environ["OUT_DIR"]
-print("tests:", os.environ["TEST_STATUS"])
-try:
-    rec = json.load(open(os.path.join(out, "bench_recurrence.json")))
-except (OSError, ValueError) as error:
-    rec = None
-    print("bench_recurrence: no results", error)
+print("tests:", os.environ.get("TEST_STATUS", "?"))
+
+
+def load(name):
+    try:
+        with open(os.path.join(out, name)) as f:
+            return json.load(f)
+    except (OSError, ValueError) as error:
+        print(f"{name}: no results ({error})")
+        return None
+
+
+def pct(v):
+    return f"{100 * v:4.0f}%" if isinstance(v, (int, float)) and not math.isnan(v) else "    -"
+
+
+NAN = float("nan")
+rec = load("bench_recurrence.json")
 if rec:
-    print(f"{rec['device']} | copy {rec['copy_gbs']:.0f} GB/s | host {rec['host_overhead_us']:.0f} us/call | ring depths fwd {rec['forward_depth']} bwd {rec['backward_depth']}")
-    targets = {(1024, 8, 3072): 0.70}
-    by_shape = {}
-    for r in rec["rows"]:
-        by_shape.setdefault((r["T"], r["B"], r["d"]), {})[r["dtype"]] = r
-    print(f"{'T,B,d':>15} | {'fp32 f+b ms':>11} {'%copy':>6} {'target':>6} | {'bf16/fp32':>9} {'fp16/fp32':>9} | {'speedup fp32':>12} | {'max rel err':>11}")
-    for shape, rows in by_shape.items():
-        f32 = rows.get("float32")
-        if not f32:
-            continue
-        ratio = lambda name: f"{rows[name]['fwd_bwd_ms'] / f32['fwd_bwd_ms']:9.2f}" if name in rows else f"{'-':>9}"
-        target = targets.get(shape, 0.60)
-        ok = "ok" if f32["fwd_bwd_copy_share"] >= target else "BELOW"
-        speedup = f"{f32['speedup']:11.0f}x" if "speedup" in f32 else f"{'-':>12}"
-        err = max(r.get("max_rel_err", 0.0) for r in rows.values())
-        print(f"{','.join(map(str, shape)):>15} | {f32['fwd_bwd_ms']:11.3f} {100 * f32['fwd_bwd_copy_share']:5.0f}% "
-              f"{int(100 * target):4d}%{ok:>3} | {ratio('bfloat16')} {ratio('float16')} | {speedup} | {err:11.1e}")
-try:
-    layer = json.load(open(os.path.join(out, "bench_layer.json")))
-    for r in layer["rows"]:
-        print(f"layer {r['layer']:26s} {r['dtype']:>15} {r['params'] / 1e6:6.2f}M {r['fwd_bwd_ms']:8.2f} ms")
-except (OSError, ValueError) as error:
-    print("bench_layer: no results", error)
+    try:
+        host = rec.get("host_us", {})
+        print(f"{rec.get('device')} | copy {rec.get('copy_gbs', NAN):.0f} GB/s | host per call: forward "
+              f"{host.get('forward_us', rec.get('host_overhead_us', NAN)):.0f} us, launcher "
+              f"{host.get('launcher_forward_us', NAN):.0f} us, fwd+bwd {host.get('forward_backward_us', NAN):.0f} us")
+        targets = {(1024, 8, 3072): 0.70}
+        by_shape = {}
+        for r in rec.get("rows", []):
+            by_shape.setdefault((r["T"], r["B"], r["d"]), {})[r["dtype"]] = r
+        print(f"{'T,B,d':>15} | {'fp32 fwd':>8} {'f+b ms':>7} {'%copy':>5} {'target':>9} | {'bf16/fp32':>9} "
+              f"{'fp16/fp32':>9} | {'P x STAGES fwd/bwd fp32; bf16':>29} | {'speedup':>7} | {'max rel err':>11}")
+        for shape, rows in by_shape.items():
+            f32 = rows.get("float32")
+            if not f32:
+                continue
+
+            def ratio(name):
+                return f"{rows[name]['fwd_bwd_ms'] / f32['fwd_bwd_ms']:9.2f}" if name in rows else f"{'-':>9}"
+
+            def conf(r):
+                return "/".join("x".join(map(str, r.get("configs", {}).get(k, []))) for k in ("forward", "backward"))
+
+            target = targets.get(shape, 0.60)
+            ok = "ok" if f32["fwd_bwd_copy_share"] >= target else "BELOW"
+            configs = conf(f32) + ("; " + conf(rows["bfloat16"]) if "bfloat16" in rows else "")
+            speedup = f"{f32['speedup']:6.0f}x" if "speedup" in f32 else f"{'-':>7}"
+            err = max(r.get("max_rel_err", 0.0) for r in rows.values())
+            print(f"{','.join(map(str, shape)):>15} | {pct(f32['fwd_copy_share']):>8} {f32['fwd_bwd_ms']:7.3f} "
+                  f"{pct(f32['fwd_bwd_copy_share'])} {pct(target)} {ok:>3} | {ratio('bfloat16')} {ratio('float16')} | "
+                  f"{configs:>29} | {speedup} | {err:11.1e}")
+        sweep = rec.get("config_sweep") or []
+        if sweep:
+            print("pipeline sweep, % of copy bandwidth: launcher's choice -> best (P x STAGES)")
+            for r in sweep:
+                cells = []
+                for direction in ("forward", "backward"):
+                    values = {k: v for k, v in r.get(direction, {}).items() if not math.isnan(v)}
+                    chosen = "x".join(map(str, r.get("chosen", {}).get(direction, [])))
+                    best = max(values, key=values.get) if values else "-"
+                    cells.append(f"{direction[0]}wd {chosen:>4} {pct(values.get(chosen, NAN))} -> "
+                                 f"{best:>4} {pct(values.get(best, NAN))}")
+                cells.append(f"max carveout fwd {pct(r.get('forward_max_carveout', NAN))} "
+                             f"bwd {pct(r.get('backward_max_carveout', NAN))}")
+                print(f"{r['T']:>5},{r['B']:>3},{r['d']:>5} {r['dtype']:>8} | " + " | ".join(cells))
+    except Exception as error:  # keep the rest of the summary
+        print("bench_recurrence: summary failed:", repr(error))
+
+layer = load("bench_layer.json")
+if layer:
+    try:
+        for r in layer.get("rows", []):
+            print(f"layer {r['layer']:26s} {r['dtype']:>15} {r['params'] / 1e6:6.2f}M {r['fwd_bwd_ms']:8.2f} ms GPU "
+                  f"{r.get('host_ms', NAN):8.2f} ms host")
+        prof = layer.get("profile")
+        if prof:
+            print(f"SRU++ layer kernels ({prof['dtype']}): {prof['launches']:.0f} launches, {prof['kernel_ms']:.2f} ms "
+                  "of kernel time per iteration; top 6:")
+            for k in prof["kernels"][:6]:
+                print(f"    {k['us']:8.1f} us {k['calls']:4.1f}x  {k['name'][:90]}")
+    except Exception as error:
+        print("bench_layer: summary failed:", repr(error))
+
+known = {"bench_recurrence.json", "bench_layer.json"}
+others = sorted(n for n in os.listdir(out) if n.endswith(".json") and n not in known)
+if others:
+    print("other results in", out + ":", ", ".join(others))
 EOF
 echo "done in $(elapsed); logs and JSON in $OUT_DIR"

@@ -129,3 +129,26 @@ def test_cli_reports_bad_option_and_wrong_user_dir(char_data, tmp_path):
     proc = fairseq_cmd("fairseq-train", "--user-dir", USER_DIR + "/models", *common, check=False)
     assert proc.returncode != 0
     assert "--user-dir must name the fairseq_srupp package folder" in proc.stdout
+
+
+@pytest.mark.parametrize("memory_len,window,padded", [(0, None, False), (5, None, False),
+                                                       (5, 3, False), (4, None, True)])
+def test_wide_heads_take_matmul_attention_with_the_same_result(monkeypatch, memory_len, window,
+                                                                padded):
+    """Heads wider than FUSED_ATTENTION_MAX_HEAD_DIM use matmul + softmax; both paths agree."""
+    from fairseq_srupp.modules import srupp_transform
+
+    transform = SRUppLayer(12, 12, 12, 2, True).double().eval().transform
+    with torch.no_grad():
+        transform.alpha.fill_(0.9)
+    x = torch.randn(7, 3, 12, dtype=torch.float64)
+    memory = torch.randn(memory_len, 3, 12, dtype=torch.float64) if memory_len else None
+    padding = None
+    if padded:
+        padding = torch.zeros(memory_len + 7, 3, dtype=torch.bool)
+        padding[-2:, 1] = True
+    monkeypatch.setattr(srupp_transform, "FUSED_ATTENTION_MAX_HEAD_DIM", 1 << 20)
+    fused = transform(x, memory, padding, window)
+    monkeypatch.setattr(srupp_transform, "FUSED_ATTENTION_MAX_HEAD_DIM", 0)
+    matmul = transform(x, memory, padding, window)
+    torch.testing.assert_close(matmul, fused, rtol=1e-10, atol=1e-10)

@@ -36,16 +36,22 @@ class Case(NamedTuple):
         return "-".join([f"T{self.T}", f"B{self.B}", f"d{self.d}"] + flags)
 
 
+# The pipeline runs chunks of P = 2..16 steps (launcher.FORWARD_CONFIGS / BACKWARD_CONFIGS): the cases cover
+# T = 1, T < P, T not a multiple of P, odd B*d (16-bit elements alternate between the halves of their 4-byte
+# words from step to step), odd d, and B*d not a multiple of the 64-thread block.
 CASES = [
     Case(1, 1, 1),
     Case(1, 3, 5, pad=True, c0=True),
+    Case(3, 2, 37, pad=True, dropout=True, c0=True),
     Case(7, 3, 5, pad=True),
     Case(7, 1, 500, dropout=True, c0=True),
     Case(33, 3, 1, pad=True, dropout=True),
+    Case(45, 3, 37, pad=True, dropout=True, c0=True),
     Case(129, 3, 500, dropout=True, c0=True),
     Case(129, 1, 1056, pad=True, dropout=True, c0=True),
     Case(1000, 1, 1056, c0=True),
     Case(1000, 3, 5, pad=True, dropout=True),
+    Case(1001, 2, 99, pad=True, c0=True),
 ]
 
 # per result dtype. rel_rms: bound on ||kernel - ref|| / ||ref||; rtol/atol: elementwise bound, which
@@ -96,8 +102,8 @@ def make_inputs(case: Case, dtype: torch.dtype, seed: int = 0, noncontiguous: bo
         return None if t is None else t.to("cuda").to(dt)
 
     U, x = dev(U, dtype), dev(x, dtype)
-    if noncontiguous:  # views cut out of wider buffers on the device
-        U, x = U[..., 3:3 + d], x[..., ::2]
+    if noncontiguous:  # views cut out of wider buffers on the device, starting at odd elements
+        U, x = U[..., 3:3 + d], x[..., 1::2]
     return Inputs(
         U, x, dev(weight_c, small), dev(bias, small), dev(c0, small),
         None if mask_pad is None else mask_pad.cuda(), dev(dropout_mask, small),
@@ -232,3 +238,121 @@ def test_poison_flag_fills_outputs_with_nan():
 
     out = launcher._new_output((3, 4), torch.float32, torch.empty(1, device="cuda"))
     assert torch.isnan(out).all()
+
+
+def offset_copy(t: torch.Tensor, offset: int) -> torch.Tensor:
+    """A contiguous copy of t that starts `offset` elements into a larger buffer: for 16-bit dtypes and odd
+    offsets its data pointer is only 2-byte aligned (bool: any offset moves it off 4-byte alignment)."""
+    fill = True if t.dtype == torch.bool else float("nan")
+    buffer = torch.full((t.numel() + offset + 5,), fill, dtype=t.dtype, device=t.device)
+    view = buffer[offset:offset + t.numel()].view(t.shape)
+    view.copy_(t)
+    return view
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_contiguous_inputs_at_odd_offsets(dtype):
+    """Contiguous U and x that start at odd elements of their buffers go to the kernel as they are (16-bit:
+    2-byte-aligned data pointers); the gradients flow back into the buffers."""
+    case = Case(45, 3, 37, pad=True, dropout=True, c0=True)
+    inputs = make_inputs(case, dtype)
+    T, B, d = case.T, case.B, case.d
+    buffers = [torch.randn(T * B * 3 * d + 8, device="cuda").to(dtype).requires_grad_(),
+               torch.randn(T * B * d + 8, device="cuda").to(dtype).requires_grad_()]
+    with torch.no_grad():
+        buffers[0][1:1 + U_numel(case)].copy_(inputs.U.reshape(-1))
+        buffers[1][3:3 + T * B * d].copy_(inputs.x.reshape(-1))
+    mask = offset_copy(inputs.mask_pad, 1)
+
+    def views():
+        return buffers[0][1:1 + U_numel(case)].view(T, B, 3, d), buffers[1][3:3 + T * B * d].view(T, B, d)
+
+    results = []
+    for fn in (SRURecurrenceCudaFn.apply, sru_recurrence_ref):
+        for b in buffers:
+            b.grad = None
+        U, x = views()
+        if dtype in (torch.float16, torch.bfloat16):
+            assert U.data_ptr() % 4 == 2 and x.data_ptr() % 4 == 2
+        h, c_last = fn(U, x, inputs.weight_c, inputs.bias, inputs.c0, mask, inputs.dropout_mask)
+        g = torch.Generator().manual_seed(1)
+        grad_h = offset_copy(torch.randn(h.shape, generator=g).to(h.device, h.dtype), 1)
+        torch.autograd.backward([h, c_last], [grad_h, torch.ones_like(c_last)])
+        results.append({"h": h.detach(), "c_last": c_last.detach(), "U_buffer": buffers[0].grad.clone(),
+                        "x_buffer": buffers[1].grad.clone()})
+    compare(*results)
+
+
+def U_numel(case: Case) -> int:
+    return case.T * case.B * 3 * case.d
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_launcher_with_2_byte_aligned_pointers(dtype):
+    """The launcher entry points with U, x, grad_h at 2-byte-aligned addresses and mask_pad at an odd address
+    whose length (T*B = 21 bytes) ends inside a 4-byte word."""
+    from fairseq_srupp.cuda import launcher
+
+    case = Case(7, 3, 37, pad=True, dropout=True, c0=True)
+    inputs = make_inputs(case, dtype)
+    U, x, mask = offset_copy(inputs.U, 1), offset_copy(inputs.x, 3), offset_copy(inputs.mask_pad, 1)
+    grad_h = offset_copy(torch.randn(x.shape, device="cuda").to(dtype), 5)
+    assert U.data_ptr() % 4 == 2 and x.data_ptr() % 4 == 2 and grad_h.data_ptr() % 4 == 2 and mask.data_ptr() % 2 == 1
+    grad_c = torch.randn(case.B, case.d, device="cuda")
+    h, c_last, c_all = launcher.forward(U, x, inputs.weight_c, inputs.bias, inputs.c0, mask, inputs.dropout_mask, True)
+    grads = launcher.backward(U, x, inputs.weight_c, inputs.bias, inputs.c0, mask, inputs.dropout_mask, c_all,
+                              grad_h, grad_c)
+    leaves = [t.detach().clone().requires_grad_() for t in (inputs.U, inputs.x, inputs.weight_c, inputs.bias, inputs.c0)]
+    h_ref, c_ref = sru_recurrence_ref(*leaves, inputs.mask_pad, inputs.dropout_mask)
+    torch.autograd.backward([h_ref, c_ref], [grad_h, grad_c])
+    compare({"h": h, "c_last": c_last, "U": grads[0], "x": grads[1], "weight_c": grads[2], "bias": grads[3],
+             "c0": grads[4]},
+            {"h": h_ref.detach(), "c_last": c_ref.detach(), **{name: leaf.grad for name, leaf in
+                                                               zip(("U", "x", "weight_c", "bias", "c0"), leaves)}})
+
+
+SWEEP_CONFIGS = [(P, stages) for P in (4, 8, 16) for stages in (3, 4)]  # scripts/bench_recurrence.py --sweep
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_every_pipeline_configuration(dtype):
+    """Every (P, STAGES) the launcher or the benchmark sweep may run, at T = 1, T < P and T not a multiple of P."""
+    from fairseq_srupp.cuda import launcher
+
+    forward_configs = sorted(set(launcher.FORWARD_CONFIGS) | set(SWEEP_CONFIGS))
+    backward_configs = sorted(set(launcher.BACKWARD_CONFIGS) | set(SWEEP_CONFIGS))
+    names = ("U", "x", "weight_c", "bias", "c0")
+    for T in (1, 5, 37):
+        inputs = make_inputs(Case(T, 3, 70, pad=True, dropout=True, c0=True), dtype, seed=T)
+        leaves = [t.detach().clone().requires_grad_() for t in inputs[:5]]
+        h_ref, c_ref = sru_recurrence_ref(*leaves, inputs.mask_pad, inputs.dropout_mask)
+        grad_h = torch.randn(h_ref.shape, device="cuda").to(dtype)
+        grad_c = torch.randn(c_ref.shape, device="cuda")
+        torch.autograd.backward([h_ref, c_ref], [grad_h, grad_c])
+        forward_ref = {"h": h_ref.detach(), "c_last": c_ref.detach()}
+        backward_ref = {name: leaf.grad for name, leaf in zip(names, leaves)}
+        c_all = None
+        for config in forward_configs:
+            print(f"forward T={T} config={config}")
+            h, c_last, c_all = launcher.forward(*inputs[:5], inputs.mask_pad, inputs.dropout_mask, True, config=config)
+            compare({"h": h, "c_last": c_last}, forward_ref)
+        for config in backward_configs:
+            print(f"backward T={T} config={config}")
+            grads = launcher.backward(*inputs[:5], inputs.mask_pad, inputs.dropout_mask, c_all, grad_h, grad_c,
+                                      config=config)
+            compare(dict(zip(names, grads)), backward_ref)
+
+
+def test_configuration_choice_fits_the_device():
+    """The launcher's choice for the benchmark shapes: a default configuration whose blocks fit the device."""
+    from fairseq_srupp.cuda import launcher
+
+    for columns in (8 * 3072, 16 * 3072, 64 * 4096, 4 * 6016, 1):
+        for direction in ("forward", "backward"):
+            for dtype in (torch.float32, torch.bfloat16):
+                for has_mask in (False, True):
+                    chosen = launcher.plan(direction, dtype, torch.cuda.current_device(), columns, has_mask)
+                    print(f"{direction:8s} {str(dtype):15s} columns={columns:6d} mask={has_mask!s:5s} -> "
+                          f"P, STAGES = {chosen.config}, {chosen.smem} bytes of shared memory per block")
+                    assert chosen.config in launcher.default_configs(direction, dtype)
+                    assert chosen.smem <= chosen.kernel.max_smem

@@ -1,9 +1,27 @@
 """Compile (NVRTC through CuPy) and launch the SRU recurrence kernels of sru_recurrence.cu.
 
 This is the only module that imports CuPy, and only inside functions. The kernels are compiled on first
-use and cached per (device, storage dtype, ring depths); CuPy also keeps the binaries on disk
-(CUPY_CACHE_DIR, default ~/.cupy/kernel_cache), so later processes skip NVRTC. Every launch runs on the
-*current* PyTorch stream of the inputs' device, with tensors handed over through DLPack.
+use, one module per (device, storage dtype, direction) holding every default pipeline configuration; CuPy
+also keeps the binaries on disk (CUPY_CACHE_DIR, default ~/.cupy/kernel_cache), so later processes skip
+NVRTC. Every launch runs on the *current* PyTorch stream of the inputs' device.
+
+Pipeline configuration (P, STAGES): chunks of P time steps, STAGES chunks staged in shared memory or on
+their way (see sru_recurrence.cu). For each problem size the launcher takes, from FORWARD_CONFIGS /
+BACKWARD_CONFIGS, the first configuration that needs the fewest waves of blocks (occupancy from the CUDA
+occupancy calculator, so registers and shared memory both count): the deepest pipeline while every column
+of the problem fits on the GPU at once, a shallower one when it lets more columns run at once. The
+benchmark can force any (P, STAGES) through the `config` arguments (compiled on demand). The shared-memory
+carveout is set per problem size too (CARVEOUT below).
+
+GPUs below sm_80 have no cp.async: there the same kernels are compiled with ordinary loads and shared-memory
+stores (chosen at compile time from the architecture CuPy compiles for, i.e. the device's), which keeps only
+P steps in flight. The register-ring kernels of v1 were dropped: on the H100 they were no faster than loading a
+chunk of steps before computing it, which is what this fallback does.
+
+Host overhead. A launch hands the kernel raw device pointers (tensor.data_ptr(), after .contiguous(); the
+tensors stay referenced until the launch call has returned, and the launch is ordered on the stream) and
+calls cuLaunchKernel directly with one packed parameter buffer; the kernel, grid and shared-memory size of a
+problem size are looked up in a dict. No DLPack, no CuPy array or stream objects per call.
 
 Dtypes: U, x, h and their gradients are float32, float16, bfloat16 or float64 (storage); the math, the
 running state, c0, weight_c, bias, the dropout mask, c_last and the saved c_all are float32 (float64 for
@@ -15,17 +33,18 @@ an element the kernel fails to write shows up in the comparisons.
 import functools
 import importlib.resources
 import os
-from typing import Optional, Tuple
+import threading
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-BLOCK_THREADS = 64  # threads per block; small blocks spread B*d columns over all SMs
-DEFAULT_FORWARD_DEPTH = 32  # steps of U and x each thread keeps in flight (register ring)
-DEFAULT_BACKWARD_DEPTH = 16  # same for the backward, which also loads grad_h and c_{t-1}
-DOUBLE_DEPTH = 4  # float64 exists for gradcheck; a shallow ring keeps its registers in check
-FORWARD_DEPTHS = (8, 16, 32)  # instantiations the benchmark may pick; the default is one of them
-BACKWARD_DEPTHS = (8, 16, 24)
+BLOCK_THREADS = 64  # threads per block (one per column); small blocks spread B*d columns evenly over the SMs
+# (P, STAGES) compiled by default, in order of preference (deepest first); see the module docstring
+FORWARD_CONFIGS = ((8, 4), (8, 3), (4, 3))
+BACKWARD_CONFIGS = ((8, 4), (8, 3), (4, 2))
+DOUBLE_CONFIG = (2, 2)  # float64 exists for gradcheck; speed does not matter
+NUM_VALUES = {"forward": 4, "backward": 6}  # shared-memory words per step: u0 u1 u2 x [grad_h c_{t-1}]
 
 _STORAGE_TYPES = {  # torch dtype -> (C++ storage type, C++ math type)
     torch.float32: ("float", "float"),
@@ -50,88 +69,247 @@ def math_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def smem_bytes(direction: str, dtype: torch.dtype, config: Tuple[int, int], has_mask: bool) -> int:
+    """Dynamic shared memory of one block, as laid out in sru_recurrence.cu."""
+    P, stages = config
+    word = 8 if dtype == torch.float64 else 4
+    return BLOCK_THREADS * stages * P * (NUM_VALUES[direction] * word + (4 if has_mask else 0))
+
+
+def default_configs(direction: str, dtype: torch.dtype) -> Tuple[Tuple[int, int], ...]:
+    if dtype == torch.float64:
+        return (DOUBLE_CONFIG,)
+    return FORWARD_CONFIGS if direction == "forward" else BACKWARD_CONFIGS
+
+
 @functools.lru_cache(maxsize=None)
 def _kernel_source() -> str:
     return importlib.resources.files(__package__).joinpath("sru_recurrence.cu").read_text()
 
 
-def _kernel_names(dtype: torch.dtype, forward_depth: int, backward_depth: int) -> Tuple[str, str]:
+def kernel_name(direction: str, dtype: torch.dtype, config: Tuple[int, int]) -> str:
     storage, math = _STORAGE_TYPES[dtype]
-    return (
-        f"srupp::sru_forward<{storage}, {math}, {forward_depth}>",
-        f"srupp::sru_backward<{storage}, {math}, {backward_depth}>",
-    )
+    return f"srupp::sru_{direction}<{storage}, {math}, {config[0]}, {config[1]}>"
+
+
+class _Kernel(NamedTuple):
+    module: object  # cupy RawModule and RawKernel, referenced so that the module stays loaded
+    function: object
+    pointer: int  # CUfunction
+    context: int  # CUcontext the module was loaded in
+    max_smem: int  # dynamic shared memory the function may use (0 when the device cannot give it)
+    driver: object  # cupy_backends.cuda.api.driver
 
 
 @functools.lru_cache(maxsize=None)
-def _kernels(device_index: int, dtype: torch.dtype, forward_depth: int, backward_depth: int):
-    """(forward, backward) cupy.RawKernel pair, compiled for `device_index` on first use."""
+def _compiled(device_index: int, dtype: torch.dtype, direction: str,
+              configs: Tuple[Tuple[int, int], ...]) -> Dict[Tuple[int, int], _Kernel]:
+    """Compiles `configs` of one kernel into one module on `device_index`: {config: _Kernel}."""
+    import cupy
+    from cupy_backends.cuda.api import driver
+
+    names = [kernel_name(direction, dtype, config) for config in configs]
+    kernels = {}
+    with cupy.cuda.Device(device_index):
+        module = cupy.RawModule(code=_kernel_source(), options=(f"-DSRUPP_BLOCK_THREADS={BLOCK_THREADS}",),
+                                name_expressions=names)
+        for config, name in zip(configs, names):
+            function = module.get_function(name)
+            pointer = function.kernel.ptr  # compiles and loads the module on first access
+            need = smem_bytes(direction, dtype, config, has_mask=True)
+            try:  # shared memory over 48 KB per block must be opted into
+                function.max_dynamic_shared_size_bytes = need
+                max_smem = need
+            except driver.CUDADriverError:  # more than this device has: never chosen
+                max_smem = 0
+            kernels[config] = _Kernel(module, function, pointer, driver.ctxGetCurrent(), max_smem, driver)
+    return kernels
+
+
+def _kernel(device_index: int, dtype: torch.dtype, direction: str, config: Tuple[int, int]) -> _Kernel:
+    defaults = default_configs(direction, dtype)
+    if config in defaults:
+        return _compiled(device_index, dtype, direction, defaults)[config]
+    return _compiled(device_index, dtype, direction, (config,))[config]  # benchmark sweeps only
+
+
+class _Plan(NamedTuple):
+    kernel: _Kernel
+    config: Tuple[int, int]
+    grid: int
+    smem: int
+    carveout: int  # preferred shared-memory carveout (percent) for this launch
+
+
+# Shared-memory carveout. On sm_80+ shared memory and L1 share one array per SM, and a load (cp.async.ca
+# included) in flight holds L1 space until its data arrives, so L1 should not shrink to its minimum: "fit"
+# asks for the shared memory of the blocks that actually run at once on an SM (plus 8 KB of slack; the driver
+# rounds up to the next capacity it supports) and leaves the rest to L1; "max" asks for all of it (28 KB of
+# L1 on an H100). The benchmark compares the two.
+CARVEOUT = os.environ.get("SRUPP_CARVEOUT", "fit")
+_carveouts: Dict[int, int] = {}  # CUfunction -> the carveout last set on it
+
+
+class _DeviceLimits(NamedTuple):
+    multiprocessors: int
+    smem_per_sm: int  # the most shared memory an SM can give (bytes)
+    reserved_per_block: int  # shared memory the system reserves per block (bytes)
+
+
+@functools.lru_cache(maxsize=None)
+def _device_limits(device_index: int) -> _DeviceLimits:
     import cupy
 
-    names = _kernel_names(dtype, forward_depth, backward_depth)
+    props = cupy.cuda.runtime.getDeviceProperties(device_index)
+    multiprocessors = props.get("multiProcessorCount") or torch.cuda.get_device_properties(device_index).multi_processor_count
+    return _DeviceLimits(multiprocessors, props.get("sharedMemPerMultiprocessor", 0),
+                         props.get("reservedSharedMemPerBlock", 1024))
+
+
+def _set_carveout(kernel: _Kernel, percent: int) -> None:
+    if _carveouts.get(kernel.pointer) != percent:
+        try:
+            kernel.driver.funcSetAttribute(kernel.pointer, kernel.driver.CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+                                           percent)
+        except kernel.driver.CUDADriverError:  # a hint only
+            pass
+        _carveouts[kernel.pointer] = percent
+
+
+def _blocks_per_sm(kernel: _Kernel, smem: int) -> int:
+    if smem > kernel.max_smem:
+        return 0
+    _set_carveout(kernel, 100)  # the occupancy calculator honours the carveout: ask with all of it
+    return kernel.driver.occupancyMaxActiveBlocksPerMultiprocessor(kernel.pointer, BLOCK_THREADS, smem)
+
+
+def _carveout_for(per_sm: int, grid: int, smem: int, limits: _DeviceLimits) -> int:
+    if CARVEOUT == "max" or limits.smem_per_sm <= 0:
+        return 100
+    resident = min(per_sm, -(-grid // limits.multiprocessors))  # blocks per SM in the first wave
+    need = resident * (smem + limits.reserved_per_block) + 8192
+    return max(1, min(100, -(-100 * need // limits.smem_per_sm)))
+
+
+_plans: Dict[tuple, _Plan] = {}
+
+
+def plan(direction: str, dtype: torch.dtype, device_index: int, columns: int, has_mask: bool,
+         config: Optional[Tuple[int, int]] = None) -> _Plan:
+    """The kernel, grid and shared memory for `columns` = B*d columns (cached per problem size)."""
+    config = None if config is None else tuple(config)
+    key = (direction, dtype, device_index, columns, has_mask, config)
+    found = _plans.get(key)
+    if found is not None:
+        return found
+    import cupy
+
     with cupy.cuda.Device(device_index):
-        module = cupy.RawModule(
-            code=_kernel_source(),
-            options=(f"-DSRUPP_BLOCK_THREADS={BLOCK_THREADS}",),
-            name_expressions=names,
-        )
-        return tuple(module.get_function(name) for name in names)
+        _plans[key] = _new_plan(direction, dtype, device_index, columns, has_mask, config)
+    return _plans[key]
 
 
-def _depths(dtype: torch.dtype, forward_depth: Optional[int], backward_depth: Optional[int]) -> Tuple[int, int]:
-    if dtype == torch.float64:
-        return DOUBLE_DEPTH, DOUBLE_DEPTH
-    forward_depth = DEFAULT_FORWARD_DEPTH if forward_depth is None else forward_depth
-    backward_depth = DEFAULT_BACKWARD_DEPTH if backward_depth is None else backward_depth
-    if forward_depth not in FORWARD_DEPTHS or backward_depth not in BACKWARD_DEPTHS:
-        raise ValueError(
-            f"ring depths must be in {FORWARD_DEPTHS} (forward) and {BACKWARD_DEPTHS} (backward), "
-            f"got {forward_depth} and {backward_depth}"
-        )
-    return forward_depth, backward_depth
+def _new_plan(direction: str, dtype: torch.dtype, device_index: int, columns: int, has_mask: bool,
+              config: Optional[Tuple[int, int]]) -> _Plan:
+    limits = _device_limits(device_index)
+    grid = max(1, -(-columns // BLOCK_THREADS))
+    if config is not None:
+        candidates = [tuple(config)]
+    else:
+        candidates = list(default_configs(direction, dtype))
+    best = None
+    for candidate in candidates:
+        kernel = _kernel(device_index, dtype, direction, candidate)
+        smem = smem_bytes(direction, dtype, candidate, has_mask)
+        per_sm = _blocks_per_sm(kernel, smem)
+        if per_sm == 0:
+            continue
+        waves = -(-grid // (per_sm * limits.multiprocessors))
+        if best is None or waves < best[0]:
+            best = (waves, _Plan(kernel, candidate, grid, smem, _carveout_for(per_sm, grid, smem, limits)))
+    if best is None:
+        raise RuntimeError(f"sru_recurrence (CUDA): no {direction} configuration among {candidates} fits one "
+                           f"block of {BLOCK_THREADS} threads on device {device_index}")
+    return best[1]
 
 
-def _new_output(shape, dtype: torch.dtype, like: Tensor) -> Tensor:
-    if os.environ.get("SRUPP_POISON_OUTPUTS", "0") == "1":
+def _current_stream(device_index: int) -> int:
+    try:
+        return torch._C._cuda_getCurrentRawStream(device_index)
+    except AttributeError:  # the private accessor is gone: the public one (slower)
+        return torch.cuda.current_stream(device_index).cuda_stream
+
+
+_MAX_PARAMS = 32
+_thread_state = threading.local()
+
+
+def _param_buffer():
+    """(values, kernel_params address) of this thread: `values` holds the launch's parameters (8 bytes each)
+    and kernel_params points to an array of their addresses, made once per thread (cuLaunchKernel copies the
+    parameters during the call, so the buffer can be reused by the next launch of the same thread)."""
+    found = getattr(_thread_state, "params", None)
+    if found is None:
+        import numpy
+
+        values = numpy.zeros(_MAX_PARAMS, dtype=numpy.uint64)
+        addresses = numpy.arange(_MAX_PARAMS, dtype=numpy.uint64) * numpy.uint64(8) + numpy.uint64(values.ctypes.data)
+        found = _thread_state.params = (values, int(addresses.ctypes.data), addresses)
+    return found
+
+
+def _launch(plan_: _Plan, args: Sequence[int], device_index: int) -> None:
+    """cuLaunchKernel of plan_.kernel with `args` (device pointers and integers, all passed as 64-bit
+    parameters: every kernel parameter is a pointer or a long long) on the current torch stream."""
+    values, kernel_params, _ = _param_buffer()
+    values[: len(args)] = args
+    kernel = plan_.kernel
+    driver = kernel.driver
+    if _carveouts.get(kernel.pointer) != plan_.carveout:
+        _set_carveout(kernel, plan_.carveout)
+    if driver.ctxGetCurrent() != kernel.context:  # another device is current, or none on this thread yet
+        import cupy
+
+        with torch.cuda.device(device_index):
+            cupy.cuda.runtime.setDevice(device_index)  # makes the device's primary context current
+            driver.launchKernel(kernel.pointer, plan_.grid, 1, 1, BLOCK_THREADS, 1, 1, plan_.smem,
+                                _current_stream(device_index), kernel_params, 0)
+        return
+    driver.launchKernel(kernel.pointer, plan_.grid, 1, 1, BLOCK_THREADS, 1, 1, plan_.smem,
+                        _current_stream(device_index), kernel_params, 0)
+
+
+def _new_output(shape, dtype: torch.dtype, like: Tensor, poison: Optional[bool] = None) -> Tensor:
+    if poison is None:
+        poison = os.environ.get("SRUPP_POISON_OUTPUTS", "0") == "1"
+    if poison:
         return torch.full(shape, float("nan"), dtype=dtype, device=like.device)
     return torch.empty(shape, dtype=dtype, device=like.device)
 
 
 def _as(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
-    return None if t is None else t.to(dtype).contiguous()
+    if t is None:
+        return None
+    return (t if t.dtype == dtype else t.to(dtype)).contiguous()
 
 
-def _launch(kernel, tensors_and_scalars, columns: int, device: torch.device) -> None:
-    """Launches `kernel` with one thread per column on the current torch stream of `device`.
+def _aligned(t: Tensor) -> Tensor:
+    """t, contiguous and with its data pointer aligned to its element size. 16-bit tensors may start at any
+    even address (the kernel handles it); wider ones are aligned unless a byte-offset view made them so."""
+    t = t.contiguous()
+    if t.element_size() > 2 and t.data_ptr() % t.element_size():
+        t = t.clone()
+    return t
 
-    Tensors go through DLPack (16-bit floats as int16 and bool as uint8, so CuPy need not know their
-    dtype); None becomes a null pointer. The caller holds a reference to every tensor until this returns,
-    and the launch is stream-ordered, so the memory stays valid for the kernel.
-    """
-    import cupy
-    import numpy
 
-    grid = ((columns + BLOCK_THREADS - 1) // BLOCK_THREADS,)
-    with cupy.cuda.Device(device.index), cupy.cuda.ExternalStream(torch.cuda.current_stream(device).cuda_stream):
-        args = []
-        for value in tensors_and_scalars:
-            if value is None:
-                args.append(None)
-            elif isinstance(value, Tensor):
-                if value.dtype in (torch.float16, torch.bfloat16):
-                    value = value.view(torch.int16)
-                elif value.dtype == torch.bool:
-                    value = value.view(torch.uint8)
-                args.append(cupy.from_dlpack(value.detach()))
-            else:
-                args.append(numpy.int32(value))
-        kernel(grid, (BLOCK_THREADS,), tuple(args))
+def _ptr(t: Optional[Tensor]) -> int:
+    return 0 if t is None else t.data_ptr()
 
 
 def _check_sizes(U: Tensor) -> Tuple[int, int, int]:
     T, B, _, d = U.shape
-    if B * d + BLOCK_THREADS >= 2**31 or T >= 2**31:
-        raise ValueError(f"sru_recurrence (CUDA): B*d = {B * d} and T = {T} must stay below 2**31")
+    if B * d + BLOCK_THREADS >= 2**31 or T >= 2**31 or T * B >= 2**31:
+        raise ValueError(f"sru_recurrence (CUDA): B*d = {B * d}, T*B = {T * B} and T = {T} must stay below 2**31")
     return T, B, d
 
 
@@ -144,23 +322,23 @@ def forward(
     mask_pad: Optional[Tensor],
     dropout_mask: Optional[Tensor],
     store_c: bool,
-    forward_depth: Optional[int] = None,
+    config: Optional[Tuple[int, int]] = None,
 ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
-    """Returns h (T, B, d) in U's dtype, c_last (B, d) and, when store_c, c_all (T, B, d) in the math dtype."""
+    """Returns h (T, B, d) in U's dtype, c_last (B, d) and, when store_c, c_all (T, B, d) in the math dtype.
+    config: force a (P, STAGES) pipeline configuration (benchmarks)."""
     T, B, d = _check_sizes(U)
     dtype, acc = U.dtype, math_dtype(U.dtype)
-    U, x = U.contiguous(), x.contiguous()
-    forward_kernel, _ = _kernels(U.device.index, dtype, *_depths(dtype, forward_depth, None))
-    h = _new_output((T, B, d), dtype, U)
-    c_last = _new_output((B, d), acc, U)
-    c_all = _new_output((T, B, d), acc, U) if store_c else None
-    _launch(
-        forward_kernel,
-        (U, x, _as(weight_c, acc), _as(bias, acc), _as(c0, acc), _as(dropout_mask, acc),
-         None if mask_pad is None else mask_pad.contiguous(), h, c_all, c_last, T, B, d),
-        B * d,
-        U.device,
-    )
+    device_index = U.device.index
+    U, x = _aligned(U), _aligned(x)
+    weight_c, bias, c0, dropout_mask = _as(weight_c, acc), _as(bias, acc), _as(c0, acc), _as(dropout_mask, acc)
+    mask = None if mask_pad is None else mask_pad.contiguous()  # bool: one byte per step, 0 or 1
+    poison = os.environ.get("SRUPP_POISON_OUTPUTS", "0") == "1"
+    h = _new_output((T, B, d), dtype, U, poison)
+    c_last = _new_output((B, d), acc, U, poison)
+    c_all = _new_output((T, B, d), acc, U, poison) if store_c else None
+    plan_ = plan("forward", dtype, device_index, B * d, mask is not None, config)
+    _launch(plan_, (_ptr(U), _ptr(x), _ptr(weight_c), _ptr(bias), _ptr(c0), _ptr(dropout_mask), _ptr(mask),
+                    _ptr(h), _ptr(c_all), _ptr(c_last), T, B, d), device_index)
     return h, c_last, c_all
 
 
@@ -175,27 +353,28 @@ def backward(
     c_all: Tensor,
     grad_h: Tensor,
     grad_c_last: Optional[Tensor],
-    backward_depth: Optional[int] = None,
+    config: Optional[Tuple[int, int]] = None,
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Optional[Tensor]]:
     """Returns grad_U, grad_x, grad_weight_c, grad_bias and grad_c0 (None without c0), each in the dtype of
     the input it belongs to. weight_c/bias gradients come out of the kernel per (b, j) in the math dtype and
-    are summed over B here (deterministic, no atomics)."""
+    are summed over B here (deterministic, no atomics). config: as in forward."""
     T, B, d = _check_sizes(U)
     dtype, acc = U.dtype, math_dtype(U.dtype)
-    U, x = U.contiguous(), x.contiguous()
-    _, backward_kernel = _kernels(U.device.index, dtype, *_depths(dtype, None, backward_depth))
-    grad_U = _new_output((T, B, 3, d), dtype, U)
-    grad_x = _new_output((T, B, d), dtype, U)
-    grad_c0 = _new_output((B, d), acc, U) if c0 is not None else None
-    param_grads = _new_output((4, B, d), acc, U)
-    _launch(
-        backward_kernel,
-        (U, x, _as(weight_c, acc), _as(bias, acc), _as(c0, acc), _as(dropout_mask, acc),
-         None if mask_pad is None else mask_pad.contiguous(), c_all.contiguous(), _as(grad_h, dtype),
-         _as(grad_c_last, acc), grad_U, grad_x, grad_c0, param_grads, T, B, d),
-        B * d,
-        U.device,
-    )
+    device_index = U.device.index
+    U, x, c_all = _aligned(U), _aligned(x), _aligned(c_all)
+    grad_h = _aligned(grad_h.to(dtype))
+    weight_c_, bias_ = _as(weight_c, acc), _as(bias, acc)
+    c0_, dropout_mask, grad_c_last = _as(c0, acc), _as(dropout_mask, acc), _as(grad_c_last, acc)
+    mask = None if mask_pad is None else mask_pad.contiguous()
+    poison = os.environ.get("SRUPP_POISON_OUTPUTS", "0") == "1"
+    grad_U = _new_output((T, B, 3, d), dtype, U, poison)
+    grad_x = _new_output((T, B, d), dtype, U, poison)
+    grad_c0 = _new_output((B, d), acc, U, poison) if c0 is not None else None
+    param_grads = _new_output((4, B, d), acc, U, poison)
+    plan_ = plan("backward", dtype, device_index, B * d, mask is not None, config)
+    _launch(plan_, (_ptr(U), _ptr(x), _ptr(weight_c_), _ptr(bias_), _ptr(c0_), _ptr(dropout_mask), _ptr(mask),
+                    _ptr(c_all), _ptr(grad_h), _ptr(grad_c_last), _ptr(grad_U), _ptr(grad_x), _ptr(grad_c0),
+                    _ptr(param_grads), T, B, d), device_index)
     param = param_grads.sum(dim=1)  # (4, d): v_f, v_r, b_f, b_r
     grad_weight_c = param[:2].reshape(-1).to(weight_c.dtype)
     grad_bias = param[2:].reshape(-1).to(bias.dtype)

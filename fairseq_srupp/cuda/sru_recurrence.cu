@@ -15,11 +15,26 @@
 // double storage). The forward saves every c_t (c_all, type A); the backward reads c_{t-1} from it and
 // recomputes the gates, so its serial dependence is only the short dL/dc carry.
 //
-// With one thread per column there are only B*d threads, so the kernels are bound by memory latency, not
-// bandwidth, unless each thread keeps many loads in flight. Loads do not depend on the running state, so every
-// thread keeps the next DEPTH steps in flight: a ring of DEPTH register slots, where slot k is consumed by step
-// t and immediately refilled with step t + DEPTH. All ring indices are compile-time constants after
-// unrolling, so the ring lives in registers.
+// Memory pipeline. With one thread per column there are only B*d threads (24k at B=8, d=3072: ~190 per SM),
+// so each thread must keep many loads in flight. The loads do not depend on the running state, so every thread
+// streams its own column into its own slots of shared memory with cp.async (sm_80+): time is cut into chunks
+// of P steps; STAGES chunks are in shared memory or on their way. Iteration k issues the copies of chunk
+// k + STAGES - 1 (one commit group per chunk, committed even when empty so that the group count stays
+// uniform), waits until at most STAGES - 1 groups are pending (= chunk k has landed) and computes chunk k from
+// shared memory. The stage refilled in iteration k was read by this same thread in iteration k - 1, before the
+// refill was issued (program order; cp.async writes land only after their global read). No thread touches
+// another thread's slots, so no __syncthreads is needed: cp.async.wait_group makes a thread's own copies
+// visible to itself. Unlike a register ring, the wait is a group count, not one scoreboard per load, so it
+// waits exactly for the chunk that is needed.
+//
+// Shared memory of a block: [stage][step][value][thread] words (4 bytes; 8 for double), so the 32 threads of a
+// warp hit 32 consecutive banks, then (when mask_pad is given) a [stage][step][thread] region of 4-byte words
+// for the mask. Sizes: SRUPP_BLOCK_THREADS * STAGES * P * (NV * word + (mask ? 4 : 0)) bytes; NV = 4 values
+// per step in the forward (u0, u1, u2, x), 6 in the backward (u0, u1, u2, x, grad_h, c_{t-1}). The launcher
+// computes the same number (launcher.smem_bytes).
+//
+// Below sm_80 (or with -DSRUPP_SYNC_COPY) the copies are ordinary loads and shared stores: the same code, but a
+// chunk's loads are waited for when it is issued, so only P steps are in flight.
 
 #ifndef SRUPP_BLOCK_THREADS
 #error "SRUPP_BLOCK_THREADS must be defined by the launcher"
@@ -27,13 +42,76 @@
 
 namespace srupp {
 
-// ---- storage conversions (header-free, so NVRTC needs neither cuda_fp16.h nor cuda_bf16.h) ----
-
 struct half_t { unsigned short bits; };  // IEEE binary16 bit pattern
 struct bf16_t { unsigned short bits; };  // bfloat16 bit pattern
 
-__device__ __forceinline__ float to_math(float v) { return v; }
-__device__ __forceinline__ double to_math(double v) { return v; }
+// ---- device primitives (a host test harness may supply its own: SRUPP_EMULATION) ----
+
+#ifndef SRUPP_EMULATION
+
+#if !defined(SRUPP_SYNC_COPY) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#define SRUPP_ASYNC_COPY 1
+#else
+#define SRUPP_ASYNC_COPY 0
+#endif
+
+#define SRUPP_DECLARE_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
+
+#if SRUPP_ASYNC_COPY
+typedef unsigned int smem_ptr;  // a shared-window address, the destination operand of cp.async
+
+__device__ __forceinline__ smem_ptr smem_pointer(void* p) {
+    unsigned int address;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(address) : "l"(p));
+    return address;
+}
+
+// Copies src_size (0..4) bytes from the 4-aligned global address src to dst and zero-fills the rest.
+__device__ __forceinline__ void copy4(smem_ptr dst, const void* src, unsigned int src_size) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(dst), "l"(src), "r"(src_size) : "memory");
+}
+
+__device__ __forceinline__ void copy8(smem_ptr dst, const void* src) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"(dst), "l"(src) : "memory");
+}
+
+__device__ __forceinline__ void commit_copies() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+
+// Returns once at most N of this thread's commit groups are still pending; the completed copies are visible
+// to this thread.
+template <int N>
+__device__ __forceinline__ void wait_copies() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+#else
+typedef unsigned char* smem_ptr;
+
+__device__ __forceinline__ smem_ptr smem_pointer(void* p) { return static_cast<unsigned char*>(p); }
+
+__device__ __forceinline__ void copy4(smem_ptr dst, const void* src, unsigned int src_size) {
+    unsigned int word;
+    if (src_size == 4u) {
+        word = *static_cast<const unsigned int*>(src);
+    } else {
+        word = 0u;
+        for (unsigned int k = 0; k < src_size; ++k) {
+            word |= static_cast<unsigned int>(static_cast<const unsigned char*>(src)[k]) << (8u * k);
+        }
+    }
+    *reinterpret_cast<unsigned int*>(dst) = word;
+}
+
+__device__ __forceinline__ void copy8(smem_ptr dst, const void* src) {
+    *reinterpret_cast<unsigned long long*>(dst) = *static_cast<const unsigned long long*>(src);
+}
+
+__device__ __forceinline__ void commit_copies() {}
+
+template <int N>
+__device__ __forceinline__ void wait_copies() {}
+#endif  // SRUPP_ASYNC_COPY
+
+// ---- storage conversions (header-free, so NVRTC needs neither cuda_fp16.h nor cuda_bf16.h) ----
 
 __device__ __forceinline__ float to_math(half_t v) {
     float out;
@@ -41,18 +119,34 @@ __device__ __forceinline__ float to_math(half_t v) {
     return out;
 }
 
+__device__ __forceinline__ void store(half_t* p, float v) {
+    unsigned short bits;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(bits) : "f"(v));
+    p->bits = bits;
+}
+
+// 1 / (1 + exp(-z)) with the hardware exp2 and reciprocal (about 2 ulp); short latency matters because the
+// forward gates sit on the serial c chain. exp overflow gives rcp(inf) = 0, the correct limit.
+__device__ __forceinline__ float sigmoid(float z) {
+    float e, out;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"(z * -1.4426950408889634f));
+    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(out) : "f"(1.0f + e));
+    return out;
+}
+
+#endif  // SRUPP_EMULATION
+
+__device__ __forceinline__ double sigmoid(double z) { return 1.0 / (1.0 + exp(-z)); }
+
+__device__ __forceinline__ float to_math(float v) { return v; }
+__device__ __forceinline__ double to_math(double v) { return v; }
+
 __device__ __forceinline__ float to_math(bf16_t v) {
     return __uint_as_float(static_cast<unsigned int>(v.bits) << 16);
 }
 
 __device__ __forceinline__ void store(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store(double* p, double v) { *p = v; }
-
-__device__ __forceinline__ void store(half_t* p, float v) {
-    unsigned short bits;
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(bits) : "f"(v));
-    p->bits = bits;
-}
 
 __device__ __forceinline__ void store(bf16_t* p, float v) {
     const unsigned int u = __float_as_uint(v);
@@ -65,240 +159,425 @@ __device__ __forceinline__ void store(bf16_t* p, float v) {
     p->bits = bits;
 }
 
-// ---- gate nonlinearity ----
+// ---- staging one element of a stream into a shared-memory slot ----
+//
+// Stage<S>::copy(dst, p) issues the copy of *p into the slot at dst; Stage<S>::read(slot, upper) converts the
+// landed slot to the math type. `upper` (16-bit types only) says in which half of the 4-byte slot the element
+// landed: Stage<S>::upper(p), a function of p's address (bit 1), which the kernels track per step instead of
+// keeping the pointer.
 
-// 1 / (1 + exp(-z)) with the hardware exp2 and reciprocal (about 2 ulp); short latency matters because the
-// forward gates sit on the serial c chain. exp overflow gives rcp(inf) = 0, the correct limit.
-__device__ __forceinline__ float sigmoid(float z) {
-    float e, out;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"(z * -1.4426950408889634f));
-    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(out) : "f"(1.0f + e));
-    return out;
-}
+template <typename S>
+struct Stage;
 
-__device__ __forceinline__ double sigmoid(double z) { return 1.0 / (1.0 + exp(-z)); }
+template <>
+struct Stage<float> {
+    typedef unsigned int Word;
+    static __device__ __forceinline__ void copy(smem_ptr dst, const float* p) { copy4(dst, p, 4u); }
+    static __device__ __forceinline__ unsigned int upper(const float*) { return 0u; }
+    static __device__ __forceinline__ float read(const Word* slot, unsigned int) { return __uint_as_float(*slot); }
+};
 
-// ---- per-thread column addressing ----
-
-// Offsets of one column (b, j) inside the (T, B, 3, d) and (T, B, d) tensors, advanced one step at a time.
-// `read` runs DEPTH steps ahead of `write`; both move forward in time in the forward kernel and backward in
-// time in the backward kernel.
-struct ColumnCursor {
-    long long u;    // offset of u0 of the current step (u1 at u + d, u2 at u + 2d)
-    long long x;    // offset of x / h / c_all / grad_h / grad_x of the current step
-    long long pad;  // offset into mask_pad (T, B)
-
-    __device__ __forceinline__ void move(int direction, long long u_step, long long x_step, int B) {
-        u += direction * u_step;
-        x += direction * x_step;
-        pad += direction * B;
+template <>
+struct Stage<double> {
+    typedef unsigned long long Word;
+    static __device__ __forceinline__ void copy(smem_ptr dst, const double* p) { copy8(dst, p); }
+    static __device__ __forceinline__ unsigned int upper(const double*) { return 0u; }
+    static __device__ __forceinline__ double read(const Word* slot, unsigned int) {
+        return __longlong_as_double(static_cast<long long>(*slot));
     }
 };
 
-__device__ __forceinline__ ColumnCursor cursor_at(int t, int b, int j, int B, int d) {
-    ColumnCursor cur;
-    cur.x = static_cast<long long>(t) * B * d + static_cast<long long>(b) * d + j;
-    cur.u = (static_cast<long long>(t) * B + b) * 3 * d + j;
-    cur.pad = static_cast<long long>(t) * B + b;
-    return cur;
-}
-
-// ---- forward ----
-
-template <typename S, int DEPTH>
-struct ForwardRing {
-    S u0[DEPTH], u1[DEPTH], u2[DEPTH], x[DEPTH];
-    unsigned char pad[DEPTH];
+// 16-bit storage. cp.async copies 4, 8 or 16 bytes from an address aligned to that size, so an element is
+// copied within the aligned 4-byte word that holds it: at a 4-aligned address with src-size 2 (the upper half
+// of the slot is zero-filled and nothing past the element is read), at an address 2 mod 4 as the whole word,
+// i.e. together with the element before it, and it lands in the upper half of the slot. That earlier element
+// lies inside the tensor, except for the tensor's first element when the data pointer itself is 2 mod 4 (a view
+// starting at an odd element); those two bytes still lie inside the same allocation, because PyTorch's CUDA
+// allocations start at multiples of 512 bytes (cudaMalloc itself aligns to 256).
+template <typename H>
+struct Stage16 {
+    typedef unsigned int Word;
+    static __device__ __forceinline__ void copy(smem_ptr dst, const H* p) {
+        const unsigned long long address = reinterpret_cast<unsigned long long>(p);
+        copy4(dst, reinterpret_cast<const void*>(address & ~3ull), (address & 2ull) ? 4u : 2u);
+    }
+    static __device__ __forceinline__ unsigned int upper(const H* p) {
+        return static_cast<unsigned int>(reinterpret_cast<unsigned long long>(p) >> 1) & 1u;
+    }
+    static __device__ __forceinline__ float read(const Word* slot, unsigned int upper) {
+        H v;
+        v.bits = static_cast<unsigned short>(*slot >> (16u * upper));
+        return to_math(v);
+    }
 };
 
-template <typename S, int DEPTH>
-__device__ __forceinline__ void load_forward_step(ForwardRing<S, DEPTH>& ring, int slot, const ColumnCursor& at,
-                                                  int d, const S* U, const S* x, const unsigned char* mask_pad) {
-    ring.u0[slot] = U[at.u];
-    ring.u1[slot] = U[at.u + d];
-    ring.u2[slot] = U[at.u + 2 * d];
-    ring.x[slot] = x[at.x];
-    ring.pad[slot] = mask_pad ? mask_pad[at.pad] : 0;
+template <>
+struct Stage<half_t> : Stage16<half_t> {};
+template <>
+struct Stage<bf16_t> : Stage16<bf16_t> {};
+
+// mask_pad bytes: the aligned 4-byte word holding the byte, clipped at the end of the mask (the bytes before the
+// mask's first byte that the word may include are inside the same 512-byte-aligned allocation, as above).
+__device__ __forceinline__ void copy_mask(smem_ptr dst, const unsigned char* p, const unsigned char* end) {
+    const unsigned long long address = reinterpret_cast<unsigned long long>(p);
+    const unsigned long long word = address & ~3ull;
+    const unsigned long long left = reinterpret_cast<unsigned long long>(end) - word;  // >= 1
+    copy4(dst, reinterpret_cast<const void*>(word), left < 4ull ? static_cast<unsigned int>(left) : 4u);
 }
 
+// byte_lane: address of the mask byte mod 4
+__device__ __forceinline__ bool read_mask(const unsigned int* slot, unsigned int byte_lane) {
+    return ((*slot >> (8u * byte_lane)) & 0xffu) != 0u;
+}
+
+// ---- per-thread slots ----
+
+// This thread's slots: main words at [stage][step][value][thread], mask words at [stage][step][thread] after
+// the STAGES * P * NV * SRUPP_BLOCK_THREADS main words. Indices are compile-time constants once the loops over
+// stages and steps are unrolled.
+template <typename Word, int P, int STAGES, int NV>
+struct Slots {
+    static constexpr int kMainWords = STAGES * P * NV * SRUPP_BLOCK_THREADS;
+    const Word* main;
+    const unsigned int* mask;
+    smem_ptr main_dst, mask_dst;
+
+    __device__ __forceinline__ Slots(unsigned char* smem, int tid) {
+        Word* m = reinterpret_cast<Word*>(smem) + tid;
+        unsigned int* k = reinterpret_cast<unsigned int*>(reinterpret_cast<Word*>(smem) + kMainWords) + tid;
+        main = m;
+        mask = k;
+        main_dst = smem_pointer(m);
+        mask_dst = smem_pointer(k);
+    }
+    static __device__ __forceinline__ int at(int stage, int step, int value) {
+        return ((stage * P + step) * NV + value) * SRUPP_BLOCK_THREADS;
+    }
+    static __device__ __forceinline__ int mask_at(int stage, int step) {
+        return (stage * P + step) * SRUPP_BLOCK_THREADS;
+    }
+    __device__ __forceinline__ smem_ptr dst(int stage, int step, int value) const {
+        return main_dst + static_cast<unsigned int>(at(stage, step, value) * sizeof(Word));
+    }
+    __device__ __forceinline__ smem_ptr mask_dst_at(int stage, int step) const {
+        return mask_dst + static_cast<unsigned int>(mask_at(stage, step) * sizeof(unsigned int));
+    }
+    __device__ __forceinline__ const Word* slot(int stage, int step, int value) const {
+        return main + at(stage, step, value);
+    }
+    __device__ __forceinline__ const unsigned int* mask_slot(int stage, int step) const {
+        return mask + mask_at(stage, step);
+    }
+};
+
 template <typename A>
-struct ForwardParams {
+struct ColumnParams {
     A v_f, v_r, b_f, b_r, m;  // peephole weights, biases and dropout mask of this column
 };
 
-// Runs steps t0 .. t0 + DEPTH - 1 (ring slot k holds step t0 + k) and refills each slot with the step DEPTH
-// later. The per-step bounds checks also keep every step in its own basic block: without them ptxas hoists the
-// serial c chain of many steps above the stores and the refill loads that must follow them, which issues the
-// refills in a burst at the end of the chunk and leaves nothing in flight while the next chunk waits (seen in
-// the sm_90 SASS). For the same reason the pointers are not __restrict__: a refill load may not move above the
-// preceding step's stores.
-template <typename S, typename A, int DEPTH>
-__device__ __forceinline__ void forward_chunk(ForwardRing<S, DEPTH>& ring, int t0, int T, int B, int d, A& c,
-                                              const ForwardParams<A>& p, ColumnCursor& write, ColumnCursor& read,
-                                              const S* U, const S* x, const unsigned char* mask_pad, S* h,
-                                              A* c_all) {
-    const long long u_step = 3LL * B * d, x_step = static_cast<long long>(B) * d;
+// ---- forward ----
+
+template <typename S, typename A, int P, int STAGES>
+struct Forward {
+    typedef Stage<S> St;
+    typedef Slots<typename St::Word, P, STAGES, 4> Sl;
+
+    const S* U;
+    const S* x;
+    const unsigned char* mask_pad;
+    const unsigned char* mask_end;
+    S* h;
+    A* c_all;
+    int T, B, d;
+    long long Bd;
+    Sl slots;
+    long long u_read, x_read, m_read;  // element offsets of the next step to copy (plane u0 for U)
+    long long x_write;                 // offset of the next step to compute in (T, B, d)
+    unsigned int flip;                 // 1 when the U and x offsets change parity from one step to the next
+    unsigned int up_u0, up_u1, up_u2, up_x;  // Stage::upper of each stream at t = 0
+    unsigned int mask_lane0;           // (address of mask_pad[b]) mod 4
+
+    // Copies the steps of chunk k into `stage` (nothing for steps >= T). kFull: the whole chunk lies before T,
+    // so the steps need no checks (a check per step would also keep each step in its own basic block).
+    template <bool kFull>
+    __device__ __forceinline__ void issue(int k, int stage) {
 #pragma unroll
-    for (int k = 0; k < DEPTH; ++k) {
-        const int t = t0 + k;
-        if (t < T) {
-            // Branch-free: a padded step computes and then discards its values (selects, so a NaN in padded
-            // U or x cannot leak into c).
-            const bool pad = ring.pad[k] != 0;
-            const A u0 = to_math(ring.u0[k]);
-            const A f = sigmoid(to_math(ring.u1[k]) + p.v_f * c + p.b_f);
-            const A r = sigmoid(to_math(ring.u2[k]) + p.v_r * c + p.b_r);
-            const A x_t = to_math(ring.x[k]);
-            const A c_t = (c - u0) * f + u0;
-            const A h_t = x_t + (p.m * r) * (c_t - x_t);
-            c = pad ? c : c_t;
-            store(h + write.x, pad ? A(0) : h_t);
-            if (c_all) c_all[write.x] = c;
-            write.move(1, u_step, x_step, B);
-        }
-        if (t + DEPTH < T) {
-            load_forward_step(ring, k, read, d, U, x, mask_pad);
-            read.move(1, u_step, x_step, B);
+        for (int i = 0; i < P; ++i) {
+            if (kFull || k * P + i < T) {
+                const S* u = U + u_read;
+                St::copy(slots.dst(stage, i, 0), u);
+                St::copy(slots.dst(stage, i, 1), u + d);
+                St::copy(slots.dst(stage, i, 2), u + 2 * d);
+                St::copy(slots.dst(stage, i, 3), x + x_read);
+                if (mask_pad) copy_mask(slots.mask_dst_at(stage, i), mask_pad + m_read, mask_end);
+                u_read += 3 * Bd;
+                x_read += Bd;
+                m_read += B;
+            }
         }
     }
-}
 
-// grid.x * SRUPP_BLOCK_THREADS >= B * d threads, one per column. c0, dropout_mask, mask_pad and c_all may
-// be null (zeros, no dropout, no padding, do not store c_all).
-template <typename S, typename A, int DEPTH>
+    // Runs the steps of chunk k from `stage`.
+    template <bool kFull>
+    __device__ __forceinline__ void compute(int k, int stage, A& c, const ColumnParams<A>& p) {
+#pragma unroll
+        for (int i = 0; i < P; ++i) {
+            const int t = k * P + i;
+            if (kFull || t < T) {
+                const unsigned int tf = static_cast<unsigned int>(t) & flip;
+                // Branch-free: a padded step computes and then discards its values (selects, so a NaN in
+                // padded U or x cannot leak into c).
+                const bool pad = mask_pad ? read_mask(slots.mask_slot(stage, i),
+                                                      (mask_lane0 + static_cast<unsigned int>(t) *
+                                                                        static_cast<unsigned int>(B)) & 3u)
+                                          : false;
+                const A u0 = St::read(slots.slot(stage, i, 0), up_u0 ^ tf);
+                const A u1 = St::read(slots.slot(stage, i, 1), up_u1 ^ tf);
+                const A u2 = St::read(slots.slot(stage, i, 2), up_u2 ^ tf);
+                const A x_t = St::read(slots.slot(stage, i, 3), up_x ^ tf);
+                const A f = sigmoid(u1 + p.v_f * c + p.b_f);
+                const A r = sigmoid(u2 + p.v_r * c + p.b_r);
+                const A c_t = (c - u0) * f + u0;
+                const A h_t = x_t + (p.m * r) * (c_t - x_t);
+                c = pad ? c : c_t;
+                store(h + x_write, pad ? A(0) : h_t);
+                if (c_all) c_all[x_write] = c;
+                x_write += Bd;
+            }
+        }
+    }
+};
+
+// grid.x * SRUPP_BLOCK_THREADS >= B * d threads, one per column; dynamic shared memory as described at the
+// top. c0, dropout_mask, mask_pad and c_all may be null (zeros, no dropout, no padding, do not store c_all).
+// T, B and d are passed as 64-bit integers (every parameter is 8 bytes) and must be below 2**31.
+template <typename S, typename A, int P, int STAGES>
 __global__ void __launch_bounds__(SRUPP_BLOCK_THREADS)
 sru_forward(const S* U, const S* x, const A* weight_c, const A* bias, const A* c0, const A* dropout_mask,
-            const unsigned char* mask_pad, S* h, A* c_all, A* c_last, const int T, const int B, const int d) {
-    const int col = blockIdx.x * SRUPP_BLOCK_THREADS + threadIdx.x;
+            const unsigned char* mask_pad, S* h, A* c_all, A* c_last, const long long T_, const long long B_,
+            const long long d_) {
+    SRUPP_DECLARE_SMEM(smem);
+    const int T = static_cast<int>(T_), B = static_cast<int>(B_), d = static_cast<int>(d_);
+    const int tid = threadIdx.x;
+    const int col = blockIdx.x * SRUPP_BLOCK_THREADS + tid;
     if (col >= B * d) return;
     const int b = col / d, j = col - b * d;
-    const ForwardParams<A> p = {weight_c[j], weight_c[d + j], bias[j], bias[d + j],
-                                dropout_mask ? dropout_mask[col] : A(1)};
+    const ColumnParams<A> p = {weight_c[j], weight_c[d + j], bias[j], bias[d + j],
+                               dropout_mask ? dropout_mask[col] : A(1)};
     A c = c0 ? c0[col] : A(0);
-    const long long u_step = 3LL * B * d, x_step = static_cast<long long>(B) * d;
 
-    ColumnCursor write = cursor_at(0, b, j, B, d);
-    ColumnCursor read = write;
-    ForwardRing<S, DEPTH> ring;
+    typedef Forward<S, A, P, STAGES> F;
+    typedef typename F::St St;
+    F f = {U, x, mask_pad, mask_pad ? mask_pad + static_cast<long long>(T) * B : nullptr, h, c_all, T, B, d,
+           static_cast<long long>(B) * d, typename F::Sl(smem, tid)};
+    f.u_read = static_cast<long long>(b) * 3 * d + j;
+    f.x_read = col;
+    f.m_read = b;
+    f.x_write = col;
+    f.flip = static_cast<unsigned int>(f.Bd & 1);
+    f.up_u0 = St::upper(U + f.u_read);
+    f.up_u1 = St::upper(U + f.u_read + d);
+    f.up_u2 = St::upper(U + f.u_read + 2 * d);
+    f.up_x = St::upper(x + col);
+    f.mask_lane0 = mask_pad ? static_cast<unsigned int>(reinterpret_cast<unsigned long long>(mask_pad + b)) & 3u : 0u;
+
+    // chunks 0 .. full-1 have P steps; a last, partial chunk follows when P does not divide T
+    const int full = T / P, chunks = (T + P - 1) / P;
 #pragma unroll
-    for (int k = 0; k < DEPTH; ++k) {
-        if (k < T) {
-            load_forward_step(ring, k, read, d, U, x, mask_pad);
-            read.move(1, u_step, x_step, B);
+    for (int s = 0; s < STAGES - 1; ++s) {
+        if (s < full) {
+            f.template issue<true>(s, s);
+        } else if (s < chunks) {
+            f.template issue<false>(s, s);
         }
+        commit_copies();
     }
-    for (int t0 = 0; t0 < T; t0 += DEPTH) {
-        forward_chunk(ring, t0, T, B, d, c, p, write, read, U, x, mask_pad, h, c_all);
+    for (int k0 = 0; k0 < chunks; k0 += STAGES) {
+#pragma unroll
+        for (int s = 0; s < STAGES; ++s) {  // chunk k = k0 + s lives in stage s
+            const int k = k0 + s, next = k + STAGES - 1, next_stage = (s + STAGES - 1) % STAGES;
+            if (k < chunks) {
+                if (next < full) {
+                    f.template issue<true>(next, next_stage);
+                } else if (next < chunks) {
+                    f.template issue<false>(next, next_stage);
+                }
+                commit_copies();
+                wait_copies<STAGES - 1>();
+                if (k < full) {
+                    f.template compute<true>(k, s, c, p);
+                } else {
+                    f.template compute<false>(k, s, c, p);
+                }
+            }
+        }
     }
     c_last[col] = c;
 }
 
 // ---- backward (same thread mapping, reverse time) ----
 
-template <typename S, typename A, int DEPTH>
-struct BackwardRing {
-    S u0[DEPTH], u1[DEPTH], u2[DEPTH], x[DEPTH], grad_h[DEPTH];
-    A c_prev[DEPTH];
-    unsigned char pad[DEPTH];
-};
-
-template <typename S, typename A, int DEPTH>
-__device__ __forceinline__ void load_backward_step(BackwardRing<S, A, DEPTH>& ring, int slot, int t,
-                                                   const ColumnCursor& at, int B, int d, A c_init, const S* U,
-                                                   const S* x, const S* grad_h, const A* c_all,
-                                                   const unsigned char* mask_pad) {
-    ring.u0[slot] = U[at.u];
-    ring.u1[slot] = U[at.u + d];
-    ring.u2[slot] = U[at.u + 2 * d];
-    ring.x[slot] = x[at.x];
-    ring.grad_h[slot] = grad_h[at.x];
-    ring.c_prev[slot] = t > 0 ? c_all[at.x - static_cast<long long>(B) * d] : c_init;
-    ring.pad[slot] = mask_pad ? mask_pad[at.pad] : 0;
-}
-
 template <typename A>
 struct BackwardState {
-    A carry;                  // dL/dc_t on entry to step t, dL/dc_{t-1} on exit
-    A g_vf, g_vr, g_bf, g_br; // this column's parameter gradients, summed over time
+    A carry;                   // dL/dc_t on entry to step t, dL/dc_{t-1} on exit
+    A g_vf, g_vr, g_bf, g_br;  // this column's parameter gradients, summed over time
 };
 
-// Runs steps t_hi, t_hi - 1, ..., t_hi - DEPTH + 1 (ring slot k holds step t_hi - k) and refills each slot
-// with the step DEPTH earlier. The per-step checks keep one step per basic block, as in forward_chunk.
-template <typename S, typename A, int DEPTH>
-__device__ __forceinline__ void backward_chunk(BackwardRing<S, A, DEPTH>& ring, int t_hi, int B, int d,
-                                               BackwardState<A>& state, const ForwardParams<A>& p, A c_init,
-                                               ColumnCursor& write, ColumnCursor& read, const S* U, const S* x,
-                                               const S* grad_h, const A* c_all, const unsigned char* mask_pad,
-                                               S* grad_U, S* grad_x) {
-    const long long u_step = 3LL * B * d, x_step = static_cast<long long>(B) * d;
+template <typename S, typename A, int P, int STAGES>
+struct Backward {
+    typedef Stage<S> St;
+    typedef Stage<A> StA;
+    typedef Slots<typename St::Word, P, STAGES, 6> Sl;  // sizeof(A) == sizeof(St::Word) for every storage type
+
+    const S* U;
+    const S* x;
+    const S* grad_h;
+    const A* c_all;
+    const unsigned char* mask_pad;
+    const unsigned char* mask_end;
+    S* grad_U;
+    S* grad_x;
+    int T, B, d;
+    long long Bd;
+    Sl slots;
+    long long u_read, x_read, m_read;  // offsets of the next step to copy (steps run T-1, T-2, ..., 0)
+    long long u_write, x_write;        // offsets of the next step to compute
+    unsigned int flip;
+    unsigned int up_u0, up_u1, up_u2, up_x, up_gh;  // Stage::upper at t = 0
+    unsigned int mask_lane0;
+
+    // Copies the steps of chunk k (t = T-1-k*P, ..., T-P-k*P) into `stage`; c_{t-1} only for t >= 1.
+    // kFull: every step of the chunk is >= 0.
+    template <bool kFull>
+    __device__ __forceinline__ void issue(int k, int stage) {
 #pragma unroll
-    for (int k = 0; k < DEPTH; ++k) {
-        const int t = t_hi - k;
-        if (t >= 0) {
-            // Branch-free as in the forward: a padded step passes the carry through and writes zero
-            // gradients (selects, so values read at padded steps cannot leak into the carry).
-            const bool pad = ring.pad[k] != 0;
-            const A c_prev = ring.c_prev[k];
-            const A u0 = to_math(ring.u0[k]);
-            const A f = sigmoid(to_math(ring.u1[k]) + p.v_f * c_prev + p.b_f);
-            const A r = sigmoid(to_math(ring.u2[k]) + p.v_r * c_prev + p.b_r);
-            const A x_t = to_math(ring.x[k]);
-            const A gh = to_math(ring.grad_h[k]);
-            const A c_t = (c_prev - u0) * f + u0;
-            const A mr = p.m * r;
-            const A gc = state.carry + gh * mr;                        // dL/dc_t
-            const A g_r = gh * p.m * (c_t - x_t) * (r * (A(1) - r));  // dL/d(reset pre-activation)
-            const A g_f = gc * (c_prev - u0) * (f * (A(1) - f));      // dL/d(forget pre-activation)
-            store(grad_U + write.u, pad ? A(0) : gc * (A(1) - f));
-            store(grad_U + write.u + d, pad ? A(0) : g_f);
-            store(grad_U + write.u + 2 * d, pad ? A(0) : g_r);
-            store(grad_x + write.x, pad ? A(0) : gh * (A(1) - mr));
-            if (!pad) {
-                state.carry = gc * f + g_f * p.v_f + g_r * p.v_r;
-                state.g_vf += g_f * c_prev;
-                state.g_vr += g_r * c_prev;
-                state.g_bf += g_f;
-                state.g_br += g_r;
+        for (int i = 0; i < P; ++i) {
+            const int t = T - 1 - k * P - i;
+            if (kFull || t >= 0) {
+                const S* u = U + u_read;
+                St::copy(slots.dst(stage, i, 0), u);
+                St::copy(slots.dst(stage, i, 1), u + d);
+                St::copy(slots.dst(stage, i, 2), u + 2 * d);
+                St::copy(slots.dst(stage, i, 3), x + x_read);
+                St::copy(slots.dst(stage, i, 4), grad_h + x_read);
+                if (t > 0) StA::copy(slots.dst(stage, i, 5), c_all + (x_read - Bd));
+                if (mask_pad) copy_mask(slots.mask_dst_at(stage, i), mask_pad + m_read, mask_end);
+                u_read -= 3 * Bd;
+                x_read -= Bd;
+                m_read -= B;
             }
-            write.move(-1, u_step, x_step, B);
-        }
-        if (t - DEPTH >= 0) {
-            load_backward_step(ring, k, t - DEPTH, read, B, d, c_init, U, x, grad_h, c_all, mask_pad);
-            read.move(-1, u_step, x_step, B);
         }
     }
-}
+
+    template <bool kFull>
+    __device__ __forceinline__ void compute(int k, int stage, BackwardState<A>& state, const ColumnParams<A>& p,
+                                            A c_init) {
+#pragma unroll
+        for (int i = 0; i < P; ++i) {
+            const int t = T - 1 - k * P - i;
+            if (kFull || t >= 0) {
+                const unsigned int tf = static_cast<unsigned int>(t) & flip;
+                // Branch-free as in the forward: a padded step passes the carry through and writes zero
+                // gradients (selects, so values read at padded steps cannot leak into the carry).
+                const bool pad = mask_pad ? read_mask(slots.mask_slot(stage, i),
+                                                      (mask_lane0 + static_cast<unsigned int>(t) *
+                                                                        static_cast<unsigned int>(B)) & 3u)
+                                          : false;
+                const A c_prev = t > 0 ? StA::read(slots.slot(stage, i, 5), 0u) : c_init;
+                const A u0 = St::read(slots.slot(stage, i, 0), up_u0 ^ tf);
+                const A u1 = St::read(slots.slot(stage, i, 1), up_u1 ^ tf);
+                const A u2 = St::read(slots.slot(stage, i, 2), up_u2 ^ tf);
+                const A x_t = St::read(slots.slot(stage, i, 3), up_x ^ tf);
+                const A gh = St::read(slots.slot(stage, i, 4), up_gh ^ tf);
+                const A f = sigmoid(u1 + p.v_f * c_prev + p.b_f);
+                const A r = sigmoid(u2 + p.v_r * c_prev + p.b_r);
+                const A c_t = (c_prev - u0) * f + u0;
+                const A mr = p.m * r;
+                const A gc = state.carry + gh * mr;                        // dL/dc_t
+                const A g_r = gh * p.m * (c_t - x_t) * (r * (A(1) - r));  // dL/d(reset pre-activation)
+                const A g_f = gc * (c_prev - u0) * (f * (A(1) - f));      // dL/d(forget pre-activation)
+                store(grad_U + u_write, pad ? A(0) : gc * (A(1) - f));
+                store(grad_U + u_write + d, pad ? A(0) : g_f);
+                store(grad_U + u_write + 2 * d, pad ? A(0) : g_r);
+                store(grad_x + x_write, pad ? A(0) : gh * (A(1) - mr));
+                if (!pad) {
+                    state.carry = gc * f + g_f * p.v_f + g_r * p.v_r;
+                    state.g_vf += g_f * c_prev;
+                    state.g_vr += g_r * c_prev;
+                    state.g_bf += g_f;
+                    state.g_br += g_r;
+                }
+                u_write -= 3 * Bd;
+                x_write -= Bd;
+            }
+        }
+    }
+};
 
 // Inputs as in the forward plus c_all (from the forward) and grad_h (T, B, d); grad_c_last may be null (zero).
 // Outputs: grad_U (T, B, 3, d), grad_x (T, B, d), grad_c0 (B, d; may be null), and the per-column parameter
 // gradients param_grads (4, B, d) with rows [v_f, v_r, b_f, b_r], summed over B by the caller (no atomics).
-template <typename S, typename A, int DEPTH>
+template <typename S, typename A, int P, int STAGES>
 __global__ void __launch_bounds__(SRUPP_BLOCK_THREADS)
 sru_backward(const S* U, const S* x, const A* weight_c, const A* bias, const A* c0, const A* dropout_mask,
              const unsigned char* mask_pad, const A* c_all, const S* grad_h, const A* grad_c_last, S* grad_U,
-             S* grad_x, A* grad_c0, A* param_grads, const int T, const int B, const int d) {
-    const int col = blockIdx.x * SRUPP_BLOCK_THREADS + threadIdx.x;
+             S* grad_x, A* grad_c0, A* param_grads, const long long T_, const long long B_, const long long d_) {
+    SRUPP_DECLARE_SMEM(smem);
+    const int T = static_cast<int>(T_), B = static_cast<int>(B_), d = static_cast<int>(d_);
+    const int tid = threadIdx.x;
+    const int col = blockIdx.x * SRUPP_BLOCK_THREADS + tid;
     if (col >= B * d) return;
     const int b = col / d, j = col - b * d;
-    const ForwardParams<A> p = {weight_c[j], weight_c[d + j], bias[j], bias[d + j],
-                                dropout_mask ? dropout_mask[col] : A(1)};
+    const ColumnParams<A> p = {weight_c[j], weight_c[d + j], bias[j], bias[d + j],
+                               dropout_mask ? dropout_mask[col] : A(1)};
     const A c_init = c0 ? c0[col] : A(0);
     BackwardState<A> state = {grad_c_last ? grad_c_last[col] : A(0), A(0), A(0), A(0), A(0)};
-    const long long u_step = 3LL * B * d, x_step = static_cast<long long>(B) * d;
 
-    ColumnCursor write = cursor_at(T - 1, b, j, B, d);
-    ColumnCursor read = write;
-    BackwardRing<S, A, DEPTH> ring;
+    typedef Backward<S, A, P, STAGES> G;
+    typedef typename G::St St;
+    G g = {U, x, grad_h, c_all, mask_pad, mask_pad ? mask_pad + static_cast<long long>(T) * B : nullptr,
+           grad_U, grad_x, T, B, d, static_cast<long long>(B) * d, typename G::Sl(smem, tid)};
+    const long long u0_offset = static_cast<long long>(b) * 3 * d + j;  // t = 0
+    g.u_read = g.u_write = u0_offset + static_cast<long long>(T - 1) * 3 * g.Bd;
+    g.x_read = g.x_write = col + static_cast<long long>(T - 1) * g.Bd;
+    g.m_read = b + static_cast<long long>(T - 1) * B;
+    g.flip = static_cast<unsigned int>(g.Bd & 1);
+    g.up_u0 = St::upper(U + u0_offset);
+    g.up_u1 = St::upper(U + u0_offset + d);
+    g.up_u2 = St::upper(U + u0_offset + 2 * d);
+    g.up_x = St::upper(x + col);
+    g.up_gh = St::upper(grad_h + col);
+    g.mask_lane0 = mask_pad ? static_cast<unsigned int>(reinterpret_cast<unsigned long long>(mask_pad + b)) & 3u : 0u;
+
+    const int full = T / P, chunks = (T + P - 1) / P;  // chunk k covers t = T-1-k*P down to T-P-k*P (>= 0)
 #pragma unroll
-    for (int k = 0; k < DEPTH; ++k) {
-        if (T - 1 - k >= 0) {
-            load_backward_step(ring, k, T - 1 - k, read, B, d, c_init, U, x, grad_h, c_all, mask_pad);
-            read.move(-1, u_step, x_step, B);
+    for (int s = 0; s < STAGES - 1; ++s) {
+        if (s < full) {
+            g.template issue<true>(s, s);
+        } else if (s < chunks) {
+            g.template issue<false>(s, s);
         }
+        commit_copies();
     }
-    for (int t_hi = T - 1; t_hi >= 0; t_hi -= DEPTH) {
-        backward_chunk(ring, t_hi, B, d, state, p, c_init, write, read, U, x, grad_h, c_all, mask_pad, grad_U,
-                       grad_x);
+    for (int k0 = 0; k0 < chunks; k0 += STAGES) {
+#pragma unroll
+        for (int s = 0; s < STAGES; ++s) {
+            const int k = k0 + s, next = k + STAGES - 1, next_stage = (s + STAGES - 1) % STAGES;
+            if (k < chunks) {
+                if (next < full) {
+                    g.template issue<true>(next, next_stage);
+                } else if (next < chunks) {
+                    g.template issue<false>(next, next_stage);
+                }
+                commit_copies();
+                wait_copies<STAGES - 1>();
+                if (k < full) {
+                    g.template compute<true>(k, s, state, p, c_init);
+                } else {
+                    g.template compute<false>(k, s, state, p, c_init);
+                }
+            }
+        }
     }
     if (grad_c0) grad_c0[col] = state.carry;
     const long long plane = static_cast<long long>(B) * d;

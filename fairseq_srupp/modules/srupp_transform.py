@@ -9,6 +9,27 @@ from torch import Tensor, nn
 from .attention_mask import segment_attention_mask
 
 
+# PyTorch's fused attention kernels (flash, memory-efficient) serve heads up to this width well; the
+# SRU++ LMs use one head of d' = 768, where the memory-efficient backward alone took 55% of a layer's
+# time on an H200, so wider heads take two matmuls and a softmax instead.
+FUSED_ATTENTION_MAX_HEAD_DIM = 256
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, allowed: Optional[Tensor], causal: bool,
+           dropout_p: float) -> Tensor:
+    """softmax(q k^T / sqrt(e) masked) v for q (B, H, L, e), k and v (B, H, S, e); `allowed`
+    (L, S) or (B, 1, L, S) bool (True = may attend), or None with `causal` (S == L)."""
+    if q.shape[-1] <= FUSED_ATTENTION_MAX_HEAD_DIM:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, is_causal=causal,
+                                              dropout_p=dropout_p)
+    if causal:
+        allowed = segment_attention_mask(q.shape[2], 0, None, q.device)
+    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))
+    probs = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+    probs = F.dropout(probs, dropout_p, dropout_p > 0)
+    return torch.matmul(probs.to(v.dtype), v)
+
+
 def _init_output_projection(linear: nn.Linear, dropout: float) -> None:
     """Xavier on the whole matrix, then scaled by sqrt(1 - dropout) as the authors do."""
     nn.init.xavier_uniform_(linear.weight)
@@ -74,7 +95,7 @@ class SRUppAttention(nn.Module):
         q = z[M:]
         k, v = self.linear2(z).chunk(2, dim=-1)
         if M == 0 and window is None and key_padding is None:
-            allowed, causal = None, True  # lets SDPA pick its fused causal kernels
+            allowed, causal = None, True  # lets fused attention use its causal kernels
         else:
             allowed = segment_attention_mask(L, M, window, x.device, key_padding)
             causal = False
@@ -82,10 +103,8 @@ class SRUppAttention(nn.Module):
         def heads(t: Tensor) -> Tensor:  # (S, B, d') -> (B, H, S, d'/H)
             return t.reshape(t.shape[0], B, self.num_heads, -1).permute(1, 2, 0, 3)
 
-        attn = F.scaled_dot_product_attention(
-            heads(q), heads(k), heads(v), attn_mask=allowed, is_causal=causal,
-            dropout_p=self.attention_dropout if self.training else 0.0,
-        )
+        attn = attend(heads(q), heads(k), heads(v), allowed, causal,
+                      self.attention_dropout if self.training else 0.0)
         attn = attn.permute(2, 0, 1, 3).reshape(L, B, -1)
         out = q + self.alpha * attn
         if self.layer_norm is not None:
