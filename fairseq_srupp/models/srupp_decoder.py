@@ -47,13 +47,11 @@ class SRUppDecoder(FairseqIncrementalDecoder):
         self.adaptive_softmax = None
         self.output_projection = None
         self.txl_softmax = None  # Transformer-XL style log-softmax tied to embed_tokens
-        if getattr(cfg, "txl_adaptive", False):
-            self.txl_softmax = TXLAdaptiveLogSoftmax(embed_tokens, cfg.txl_tie_proj,
-                                                     cfg.txl_dropout)
         softmax_cutoffs = parse_cutoffs(cfg.adaptive_softmax_cutoff, "adaptive-softmax-cutoff",
                                         len(dictionary))
-        if self.txl_softmax is not None:
-            pass
+        if cfg.txl_adaptive:
+            self.txl_softmax = TXLAdaptiveLogSoftmax(embed_tokens, cfg.txl_tie_proj,
+                                                     cfg.txl_dropout)
         elif softmax_cutoffs is not None:
             self.adaptive_softmax = AdaptiveSoftmax(
                 len(dictionary), d, softmax_cutoffs, cfg.adaptive_softmax_dropout,
