@@ -432,7 +432,8 @@ def train_one(key: str, plan: Dict, size: Dict, lr: float, budget: float, data: 
 
     log(f"train {tag} ({name}, lr {lr:g}, budget {budget:g} s)")
     start = time.monotonic()
-    rc = run_streaming(cmd, tool_env(args.threads), out / "logs" / f"{tag}.train.log",
+    threads = args.model_threads.get(key, args.threads)
+    rc = run_streaming(cmd, tool_env(threads), out / "logs" / f"{tag}.train.log",
                        tl.on_line, deadline)
     result = {
         "model": key, "name": name, "description": MODELS[key][2], "family": MODELS[key][1],
@@ -442,7 +443,7 @@ def train_one(key: str, plan: Dict, size: Dict, lr: float, budget: float, data: 
         "process_seconds": round(time.monotonic() - start, 2),
         "valid_bpc_curve": [list(p) for p in tl.curve],
         "final_valid_bpc": tl.curve[-1][1] if tl.curve else None,
-        "train_returncode": rc,
+        "threads": threads, "train_returncode": rc,
         "train_command": cmd,
         "checkpoint": str(save_dir / "checkpoint_last.pt"),
     }
@@ -458,7 +459,7 @@ def evaluate(key: str, result: Dict, size: Dict, data: Path, out: Path, args, ta
     log_path = out / "logs" / f"{tag}.eval.log"
     start = time.monotonic()
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env=tool_env(args.threads), cwd=str(REPO))
+                          env=tool_env(args.model_threads.get(key, args.threads)), cwd=str(REPO))
     log_path.write_text("$ " + shlex.join(cmd) + "\n" + proc.stdout)
     result["eval_seconds"] = round(time.monotonic() - start, 2)
     result["eval_command"] = cmd
@@ -596,7 +597,7 @@ def finish_warmup(proc: subprocess.Popen) -> None:
 # ------------------------------------------------------------------------------------------------
 # Reports
 
-CSV_COLUMNS = ["model", "name", "params", "lr", "updates", "tokens", "wall_seconds",
+CSV_COLUMNS = ["model", "name", "params", "lr", "threads", "updates", "tokens", "wall_seconds",
                "final_valid_bpc", "test_bpc", "eval_seconds", "valid_bpc_curve", "error"]
 
 
@@ -688,6 +689,8 @@ def parse_args(argv=None):
                    help="comma separated subset of a,b,c,d,e (default: all; with --tune: a,d,e)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="torch threads per run (OMP_NUM_THREADS; default: all cores)")
+    p.add_argument("--model-threads", action="append", default=[], metavar="MODEL=N",
+                   help="torch threads for one model, e.g. e=1 (repeatable; default --threads)")
     p.add_argument("--lr", action="append", default=[], metavar="FAMILY=LR",
                    help="override a learning rate: srupp=, transformer= or lstm= (repeatable)")
     p.add_argument("--tune", action="store_true",
@@ -721,6 +724,13 @@ def parse_args(argv=None):
         p.error("--threads must be >= 1")
     if args.eval_jobs < 1:
         p.error("--eval-jobs must be >= 1")
+    model_threads = {}
+    for item in args.model_threads:
+        key, _, val = item.partition("=")
+        if key not in MODELS or not val.isdigit() or int(val) < 1:
+            p.error(f"--model-threads {item}: expected MODEL=N with MODEL in a,b,c,d,e, N >= 1")
+        model_threads[key] = int(val)
+    args.model_threads = model_threads
     args.lrs = dict(LEARNING_RATES[args.size])
     for item in args.lr:
         fam, _, val = item.partition("=")
@@ -771,6 +781,7 @@ def main(argv=None) -> int:
     config = {
         "mode": "tune" if args.tune else "compare", "device": args.device, "size": args.size,
         "size_table": size, "budget_seconds": budget, "threads": args.threads,
+        "model_threads": args.model_threads,
         "batch": size["batch"], "tokens_per_sample": size["tokens"],
         "tokens_per_update": size["batch"] * size["tokens"], "models": args.keys,
         "learning_rates": args.lrs, "data": info, "max_update": args.max_update,
@@ -789,15 +800,16 @@ def main(argv=None) -> int:
     if args.dry_run:
         for key, lr, tag in runs:
             print(shlex.join(train_command(key, plans[key], size, lr, budget, data,
-                                         out / "checkpoints" / tag, args)))
+                                           out / "checkpoints" / tag, args)))
             if not args.tune:
-                print(shlex.join(eval_command(key, size, out / "checkpoints" / tag /
-                                            "checkpoint_last.pt", data, args)))
+                checkpoint = out / "checkpoints" / tag / "checkpoint_last.pt"
+                print(shlex.join(eval_command(key, size, checkpoint, data, args)))
         return 0
 
     results: List[Dict] = []
     title = (f"{args.device} ({args.size} sizes), {budget:g} s per model, "
-             f"{size['batch']}x{size['tokens']} tokens per update, {args.threads} threads")
+             f"{size['batch']}x{size['tokens']} tokens per update, "
+             f"{args.threads} thread{'s' if args.threads != 1 else ''}")
     for key, lr, tag in runs:
         r = train_one(key, plans[key], size, lr, budget, data, out, args, tag)
         r["tag"] = tag
@@ -828,7 +840,7 @@ def main(argv=None) -> int:
                 win = min(ok, key=lambda r: r["final_valid_bpc"])
                 best[fam] = win["lr"]
                 grid = args.grid[fam]
-                if win["lr"] in (min(grid), max(grid)):
+                if len(grid) >= 3 and win["lr"] in (min(grid), max(grid)):
                     log(f"{fam}: the best lr {win['lr']:g} is at the edge of the sweep {grid}")
         config["best_learning_rates"] = best
         (out / "tune.json").write_text(json.dumps({"config": config, "runs": results}, indent=2)
