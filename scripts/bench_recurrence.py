@@ -129,12 +129,24 @@ def host_overhead_us(calls: int = 300) -> dict:
 
 
 def chosen_configs(T, B, d, dtype) -> dict:
-    """The (P, STAGES) the launcher picks for this size (no padding mask)."""
+    """The (P, STAGES) the launcher picks for this size (no padding mask, aligned inputs)."""
     from fairseq_srupp.cuda import launcher
 
     index = torch.cuda.current_device()
-    return {direction: list(launcher.plan(direction, dtype, index, B * d, False).config)
+    paired = launcher.pairs_columns(dtype, d)
+    return {direction: list(launcher.plan(direction + ("_pair" if paired else ""), dtype, index,
+                                          B * d // 2 if paired else B * d, False).config)
             for direction in ("forward", "backward")}
+
+
+def kernel_variants(name: str, d: int):
+    """(row label, SRUPP_PAIRED) for a dtype: 16-bit storage with d even runs the two-columns-per-thread
+    kernels by default and is measured a second time with one column per thread ("/1col")."""
+    from fairseq_srupp.cuda import launcher
+
+    if DTYPES[name] in launcher.PAIR_DTYPES and d % 2 == 0:
+        return [(name, "1"), (name + "/1col", "0")]
+    return [(name, "1")]
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -160,13 +172,15 @@ def bench_cuda(args) -> dict:
     print(f"host time per call (no sync): forward {host['forward_us']:.0f} us (autograd + launcher + launch), "
           f"launcher only {host['launcher_forward_us']:.0f} us, forward+backward {host['forward_backward_us']:.0f} us\n")
     rows = []
-    header = (f"{'T':>5} {'B':>3} {'d':>5} {'dtype':>8} | {'fwd ms':>7} {'GB/s':>6} {'%copy':>5} | "
+    header = (f"{'T':>5} {'B':>3} {'d':>5} {'dtype':>13} | {'fwd ms':>7} {'GB/s':>6} {'%copy':>5} | "
               f"{'f+b ms':>7} {'GB/s':>6} {'%copy':>5} | {'P,STAGES f/b':>12} | {'ref f+b':>8} {'speedup':>7} | "
               f"{'max rel err':>11}")
     print(header)
     print("-" * len(header))
     for T, B, d in args.shapes:
-        for name in args.dtypes:
+        runs = [(name, label, paired) for name in args.dtypes for label, paired in kernel_variants(name, d)]
+        for name, label, paired in runs:
+            os.environ["SRUPP_PAIRED"] = paired
             dtype = DTYPES[name]
             inputs, grad_h = make_inputs(T, B, d, dtype, "cuda")
             n = T * B * d
@@ -174,7 +188,7 @@ def bench_cuda(args) -> dict:
             fwd_ms = cuda_time_ms(lambda: fwd(SRURecurrenceCudaFn.apply, inputs), args.warmup, args.repeat, args.inner)
             fb_ms = cuda_time_ms(lambda: fwd_bwd(SRURecurrenceCudaFn.apply, inputs, grad_h), args.warmup,
                                  args.repeat, args.inner)
-            row = dict(T=T, B=B, d=d, dtype=name, fwd_ms=fwd_ms, fwd_bwd_ms=fb_ms,
+            row = dict(T=T, B=B, d=d, dtype=label, fwd_ms=fwd_ms, fwd_bwd_ms=fb_ms,
                        fwd_gbs=n * fwd_bytes / fwd_ms / 1e6, fwd_bwd_gbs=n * (fwd_bytes + bwd_bytes) / fb_ms / 1e6,
                        configs=chosen_configs(T, B, d, dtype))
             row["fwd_copy_share"] = row["fwd_gbs"] / copy_gbs
@@ -196,9 +210,10 @@ def bench_cuda(args) -> dict:
             rows.append(row)
             speedup = f"{row['speedup']:6.0f}x" if "speedup" in row else "      -"
             chosen = "{}/{}".format(*(",".join(map(str, row["configs"][k])) for k in ("forward", "backward")))
-            print(f"{T:5d} {B:3d} {d:5d} {name:>8} | {fwd_ms:7.3f} {row['fwd_gbs']:6.0f} "
+            print(f"{T:5d} {B:3d} {d:5d} {label:>13} | {fwd_ms:7.3f} {row['fwd_gbs']:6.0f} "
                   f"{100 * row['fwd_copy_share']:4.0f}% | {fb_ms:7.3f} {row['fwd_bwd_gbs']:6.0f} "
                   f"{100 * row['fwd_bwd_copy_share']:4.0f}% | {chosen:>12} | {ref_text:>8} {speedup} | {err_text:>11}")
+    os.environ.pop("SRUPP_PAIRED", None)
     result = dict(device=banner_cuda(), copy_gbs=copy_gbs, host_overhead_us=host["forward_us"], host_us=host,
                   byte_model="fwd 5s+4, bwd 9s+4 bytes per element", rows=rows)
     if args.sweep:

@@ -49,6 +49,18 @@ resolve_preprocess() {
   fi
 }
 
+# lock_out_dir DIR: hold DIR/.lock until this script exits, so that two scripts preparing the same
+# folder at once (two comparisons sharing a cache) take turns instead of writing the same .tmp
+# folders. Needs flock (util-linux); without it the script runs unlocked.
+lock_out_dir() {
+  command -v flock >/dev/null 2>&1 || return 0
+  exec 9>"$1/.lock"
+  if ! flock -n 9; then
+    log "waiting for another script that prepares $1"
+    flock 9
+  fi
+}
+
 # stamp_ok DIR TEXT: DIR exists and was built from TEXT (and FORCE is not set).
 stamp_ok() {
   [ "${FORCE:-0}" != 1 ] && [ -f "$1/.prepared" ] && [ "$(cat "$1/.prepared")" = "$2" ]
@@ -84,7 +96,7 @@ binarize() {
   local text="$1" dest="$2" stamp="$3"
   shift 3
   stamp="$stamp
-preprocess: $* workers=${WORKERS}"
+preprocess: $*"
   if [ "${BINARIZE:-1}" = 0 ]; then
     log "skip: fairseq-preprocess (BINARIZE=0)"
     return 0

@@ -3,13 +3,16 @@
 #
 #   bash scripts/gpu_check.sh
 #
-# Needs torch with CUDA and CuPy (cupy-cuda12x or cupy-cuda13x); fairseq is not needed. Runs from the
-# repository root with PYTHONPATH=. (no install). Logs and JSON go to $OUT when it is set, else to
-# ./gpu_check_out. When pytest is not importable, wheels in $SRUPP_WHEELS (default .gpu_wheels/: pytest,
-# pluggy, iniconfig, packaging, pygments as py3-none-any wheels) are put on PYTHONPATH; without them the
-# tests are skipped with a loud message, and bench_recurrence.py's error column is the only kernel check.
-# Takes about 3 minutes on one H100 (the tests compile every kernel configuration with NVRTC, ~40 kernels;
-# CuPy caches them on disk, so the benchmarks reuse them).
+# Needs torch with CUDA and CuPy (cupy-cuda12x or cupy-cuda13x). fairseq is needed only for the
+# fairseq-train precision check: when it is missing, the wheels that scripts/device_wheels.sh builds
+# in .whl/ are installed into /tmp/fairseq_site. Runs from the repository root with PYTHONPATH=. (no
+# install). Logs and JSON go to $OUT when it is set, else to ./gpu_check_out. When pytest is not
+# importable, wheels in $SRUPP_WHEELS (default .gpu_wheels/: pytest, pluggy, iniconfig, packaging,
+# pygments as py3-none-any wheels) are put on PYTHONPATH; without them the tests are skipped with a
+# loud message, and bench_recurrence.py's error column is the only kernel check.
+# Takes about 3 minutes on one H100 without the precision check, which adds 1-2 minutes (the tests
+# compile every kernel configuration with NVRTC, ~40 kernels; CuPy caches them on disk, so the
+# benchmarks reuse them).
 set -u
 cd "$(dirname "$0")/.."
 OUT_DIR="${OUT:-gpu_check_out}"
@@ -19,6 +22,12 @@ PY="${PYTHON:-python}"
 START=$(date +%s)
 elapsed() { echo "$(( $(date +%s) - START ))s"; }
 
+# fairseq (for the fairseq-train precision check and the GPU tests in files that import it): on the
+# device it comes as the wheels that scripts/device_wheels.sh builds here (carry [".whl"])
+if ! $PY -c "import fairseq" 2>/dev/null && ls .whl/fairseq_fixed-*.whl >/dev/null 2>&1; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/fairseq_site \
+        .whl/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/fairseq_site"
+fi
 echo "== versions" | tee "$OUT_DIR/versions.txt"
 $PY - <<'EOF' 2>&1 | tee -a "$OUT_DIR/versions.txt"
 import platform, sys
@@ -38,9 +47,9 @@ except ImportError:
     print("pytest: not installed")
 try:
     import fairseq  # noqa: F401
-    print("fairseq: installed (not needed)")
+    print("fairseq: installed")
 except ImportError:
-    print("fairseq: not installed (not needed)")
+    print("fairseq: NOT INSTALLED (the fairseq-train precision check is skipped)")
 EOF
 nvidia-smi -L 2>/dev/null | tee -a "$OUT_DIR/versions.txt"
 
@@ -81,6 +90,13 @@ timeout 150 $PY scripts/bench_layer.py --no-reference --profile --json "$OUT_DIR
 # ---- further checks go here (before the summary), each writing its log/JSON into $OUT_DIR ----
 echo "== gpu_amp_check.py ($(elapsed))"
 timeout 150 $PY scripts/gpu_amp_check.py --json "$OUT_DIR/gpu_amp_check.json" 2>&1 | tee "$OUT_DIR/gpu_amp_check.log"
+echo "== fairseq_precision_check.py ($(elapsed))"
+if $PY -c "import fairseq" 2>/dev/null; then
+    timeout 240 $PY scripts/fairseq_precision_check.py --json "$OUT_DIR/fairseq_precision.json" 2>&1 \
+        | grep -v "^20..-..-.. " | tee "$OUT_DIR/fairseq_precision.log"
+else
+    echo "!!!!!! NOT RUN: fairseq is not importable and .whl/ holds no fairseq wheel (scripts/device_wheels.sh)"
+fi
 # ---- end of further checks ----
 
 echo "== summary ($(elapsed))"
@@ -117,7 +133,8 @@ if rec:
         for r in rec.get("rows", []):
             by_shape.setdefault((r["T"], r["B"], r["d"]), {})[r["dtype"]] = r
         print(f"{'T,B,d':>15} | {'fp32 fwd':>8} {'f+b ms':>7} {'%copy':>5} {'target':>9} | {'bf16/fp32':>9} "
-              f"{'fp16/fp32':>9} | {'P x STAGES fwd/bwd fp32; bf16':>29} | {'speedup':>7} | {'max rel err':>11}")
+              f"{'fp16/fp32':>9} {'1col bf16':>9} | {'P x STAGES fwd/bwd fp32; bf16':>29} | {'speedup':>7} | "
+              f"{'max rel err':>11}")
         for shape, rows in by_shape.items():
             f32 = rows.get("float32")
             if not f32:
@@ -135,7 +152,8 @@ if rec:
             speedup = f"{f32['speedup']:6.0f}x" if "speedup" in f32 else f"{'-':>7}"
             err = max(r.get("max_rel_err", 0.0) for r in rows.values())
             print(f"{','.join(map(str, shape)):>15} | {pct(f32['fwd_copy_share']):>8} {f32['fwd_bwd_ms']:7.3f} "
-                  f"{pct(f32['fwd_bwd_copy_share'])} {pct(target)} {ok:>3} | {ratio('bfloat16')} {ratio('float16')} | "
+                  f"{pct(f32['fwd_bwd_copy_share'])} {pct(target)} {ok:>3} | {ratio('bfloat16')} {ratio('float16')} "
+                  f"{ratio('bfloat16/1col')} | "
                   f"{configs:>29} | {speedup} | {err:11.1e}")
         sweep = rec.get("config_sweep") or []
         if sweep:
@@ -169,7 +187,17 @@ if layer:
     except Exception as error:
         print("bench_layer: summary failed:", repr(error))
 
-known = {"bench_recurrence.json", "bench_layer.json"}
+prec = load("fairseq_precision.json")
+if prec:
+    try:
+        print(f"fairseq-train precision ({prec['updates']} updates, tolerance {prec['tolerance']} nats):")
+        for r in prec["rows"]:
+            print(f"    {r['backend']:>4} {r['precision']:>22}: final {r['final_loss']:.3f} gap {r['gap']:.4f} "
+                  f"skipped {r['skipped']} c {r['state_dtype']} {'ok' if r['ok'] else 'FAIL'}")
+    except Exception as error:
+        print("fairseq_precision: summary failed:", repr(error))
+
+known = {"bench_recurrence.json", "bench_layer.json", "fairseq_precision.json"}
 others = sorted(n for n in os.listdir(out) if n.endswith(".json") and n not in known)
 if others:
     print("other results in", out + ":", ", ".join(others))

@@ -39,6 +39,7 @@ for s in train valid test; do
   [ -f "$DEMO_DIR/$s.txt.xz" ] || die "missing $DEMO_DIR/$s.txt.xz (run from a complete checkout)"
 done
 mkdir -p "$OUT"
+lock_out_dir "$OUT"
 trap 'rm -rf "$OUT/raw.tmp" "$OUT/text.tmp" "$OUT/data-bin.tmp"' EXIT
 
 STAMP="demo $(cd "$DEMO_DIR" && sha256sum train.txt.xz valid.txt.xz test.txt.xz | cut -c1-16 | tr '\n' ' ')

@@ -56,6 +56,7 @@ fi
 [ -e "$IN" ] || die "input not found: $IN; $FIX"
 [ -f "$IN" ] || die "input is not a regular file: $IN; $FIX"
 mkdir -p "$OUT"
+lock_out_dir "$OUT"
 trap 'rm -rf "$OUT/text.tmp" "$OUT/data-bin.tmp"' EXIT
 
 STAMP="enwik8 $(file_id "$IN")

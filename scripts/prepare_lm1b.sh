@@ -89,6 +89,7 @@ if [ -n "$VOCAB" ]; then
 fi
 
 mkdir -p "$OUT"
+lock_out_dir "$OUT"
 trap 'rm -rf "$OUT/text.tmp" "$OUT/data-bin.tmp"' EXIT
 STAMP="lm1b $(file_id "$IN")
 valid=$VALID_NAME test=$TEST_NAME vocab=${VOCAB:+$(file_id "$VOCAB")}"

@@ -47,6 +47,7 @@ fi
 
 [ -e "$IN" ] || die "input not found: $IN; $FIX"
 mkdir -p "$OUT"
+lock_out_dir "$OUT"
 trap 'rm -rf "$OUT/text.tmp" "$OUT/data-bin.tmp"' EXIT
 STAMP="wikitext-103 $(file_id "$IN")
 expected_lines=$EXPECTED"

@@ -203,6 +203,24 @@ def test_prepare_demo(tmp_path):
     failed(run('prepare_demo.sh', out, DEMO_TRAIN_BYTES='5MB'), 'DEMO_TRAIN_BYTES')
 
 
+@needs_fairseq
+def test_prepare_demo_twice_at_once(tmp_path):
+    """Two comparisons sharing a cache prepare the same folder at the same time: one waits for the
+    other (a lock on the folder) instead of both writing, and deleting, the same .tmp folders."""
+    out = tmp_path / 'demo'
+    env = dict(os.environ, PATH=f'{BIN}{os.pathsep}{os.environ.get("PATH", "")}',
+               PYTHON=sys.executable, WORKERS='1', DEMO_TRAIN_BYTES='20000')
+    cmd = ['bash', str(SCRIPTS / 'prepare_demo.sh'), str(out)]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    for rc, err in results:
+        assert rc == 0, err
+    # one did the work; the other waited, found every step up to date and skipped it
+    assert sorted(err.count('skip:') for _, err in results) == [0, 3], results
+    assert (out / 'data-bin/dict.txt').is_file() and not list(out.glob('*.tmp'))
+
+
 # ---------------------------------------------------------------------------
 # prepare_enwik8.sh
 

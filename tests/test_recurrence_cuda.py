@@ -1,8 +1,12 @@
-"""The CUDA kernel (fairseq_srupp/cuda) against the reference recurrence, on a GPU with CuPy.
+"""The CUDA kernel (fairseq_srupp/cuda) against the reference recurrence.
 
-Every test here carries the `cuda` marker and is skipped without a CUDA device and CuPy
-(scripts/gpu_check.sh runs them on a GPU machine). All launcher outputs are NaN-poisoned before
-each launch (SRUPP_POISON_OUTPUTS=1), so an element the kernel forgets to write fails the comparison.
+Each comparison runs twice: on a GPU with CuPy (`cuda` marker; skipped without them, run by
+scripts/gpu_check.sh on a GPU machine), and on the CPU in CI, where tests/kernel_emulation.py compiles the
+same .cu file with host stand-ins for the device primitives and puts it behind the real launcher (the
+emulation checks indexing, chunking, masking, 16-bit staging and the copy pipeline's order; not speed, nor
+the inline PTX). Tests of the device itself (streams, autocast, the launcher's choice) are GPU only. All
+launcher outputs are NaN-poisoned before each launch (SRUPP_POISON_OUTPUTS=1), so an element the kernel
+forgets to write fails the comparison.
 
 Tolerances. The kernel computes in float32 with a hardware exp2/reciprocal sigmoid (about 2 ulp), the
 reference with torch.sigmoid; both start from the same (rounded) inputs and compute in float32, so each
@@ -15,11 +19,11 @@ from typing import NamedTuple, Optional
 import pytest
 import torch
 
+import kernel_emulation
+from fairseq_srupp.cuda import launcher
 from fairseq_srupp.modules import sru_recurrence_ref
 from fairseq_srupp.modules.recurrence import select_backend
 from fairseq_srupp.modules.recurrence_autograd import SRURecurrenceCudaFn
-
-pytestmark = pytest.mark.cuda
 
 
 class Case(NamedTuple):
@@ -64,6 +68,18 @@ TOLERANCE = {
 DTYPES = list(TOLERANCE)
 
 
+@pytest.fixture(params=[pytest.param("cuda", marks=pytest.mark.cuda), "emulated"])
+def device(request, monkeypatch) -> str:
+    """The device the kernel's tensors live on: a GPU, or the CPU with the kernel emulated."""
+    if request.param == "emulated":
+        library, error = kernel_emulation.build()
+        if library is None:
+            pytest.skip(f"the CPU emulation of the kernel could not be built: {error}")
+        kernel_emulation.emulate(monkeypatch)
+        return "cpu"
+    return "cuda"
+
+
 @pytest.fixture(autouse=True)
 def _poison_outputs(monkeypatch):
     monkeypatch.setenv("SRUPP_POISON_OUTPUTS", "1")
@@ -82,8 +98,8 @@ class Inputs(NamedTuple):
     dropout_mask: Optional[torch.Tensor]
 
 
-def make_inputs(case: Case, dtype: torch.dtype, seed: int = 0, noncontiguous: bool = False) -> Inputs:
-    """Random inputs on the GPU; U and x in `dtype`, the small tensors in float32 (float64 for float64)."""
+def make_inputs(case: Case, dtype: torch.dtype, device: str, seed: int = 0, noncontiguous: bool = False) -> Inputs:
+    """Random inputs on `device`; U and x in `dtype`, the small tensors in float32 (float64 for float64)."""
     g = torch.Generator().manual_seed(seed)
     T, B, d = case.T, case.B, case.d
     small = torch.float64 if dtype == torch.float64 else torch.float32
@@ -99,14 +115,14 @@ def make_inputs(case: Case, dtype: torch.dtype, seed: int = 0, noncontiguous: bo
     dropout_mask = (torch.rand(B, d, generator=g) > 0.3).float() / 0.7 if case.dropout else None
 
     def dev(t, dt):
-        return None if t is None else t.to("cuda").to(dt)
+        return None if t is None else t.to(device).to(dt)
 
     U, x = dev(U, dtype), dev(x, dtype)
-    if noncontiguous:  # views cut out of wider buffers on the device, starting at odd elements
+    if noncontiguous:  # views cut out of wider buffers, starting at odd elements
         U, x = U[..., 3:3 + d], x[..., 1::2]
     return Inputs(
         U, x, dev(weight_c, small), dev(bias, small), dev(c0, small),
-        None if mask_pad is None else mask_pad.cuda(), dev(dropout_mask, small),
+        None if mask_pad is None else mask_pad.to(device), dev(dropout_mask, small),
     )
 
 
@@ -149,26 +165,27 @@ def compare(kernel: dict, reference: dict):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_kernel_matches_reference(case, dtype):
-    inputs = make_inputs(case, dtype)
-    assert select_backend(inputs.U.device, dtype) == "cuda"
+def test_kernel_matches_reference(case, dtype, device):
+    inputs = make_inputs(case, dtype, device)
+    if device == "cuda":
+        assert select_backend(inputs.U.device, dtype) == "cuda"
     kernel = run_with_grads(SRURecurrenceCudaFn.apply, inputs)
     reference = run_with_grads(sru_recurrence_ref, inputs)
     compare(kernel, reference)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_noncontiguous_inputs(dtype):
-    inputs = make_inputs(Case(65, 3, 96, pad=True, dropout=True, c0=True), dtype, noncontiguous=True)
+def test_noncontiguous_inputs(dtype, device):
+    inputs = make_inputs(Case(65, 3, 96, pad=True, dropout=True, c0=True), dtype, device, noncontiguous=True)
     assert not inputs.U.is_contiguous() and not inputs.x.is_contiguous()
     kernel = run_with_grads(SRURecurrenceCudaFn.apply, inputs)
     reference = run_with_grads(sru_recurrence_ref, inputs)
     compare(kernel, reference)
 
 
-def test_half_precision_parameters_get_half_gradients():
+def test_half_precision_parameters_get_half_gradients(device):
     """fairseq --fp16 turns the parameters into float16; the kernel still computes in float32."""
-    inputs = make_inputs(Case(50, 2, 64, c0=True), torch.float16)
+    inputs = make_inputs(Case(50, 2, 64, c0=True), torch.float16, device)
     inputs = inputs._replace(weight_c=inputs.weight_c.half(), bias=inputs.bias.half(), c0=inputs.c0.half())
     kernel = run_with_grads(SRURecurrenceCudaFn.apply, inputs)
     reference = run_with_grads(sru_recurrence_ref, inputs)
@@ -177,8 +194,8 @@ def test_half_precision_parameters_get_half_gradients():
     compare(kernel, reference)
 
 
-def test_inference_without_grad_matches():
-    inputs = make_inputs(Case(100, 3, 130, pad=True, dropout=True, c0=True), torch.float32)
+def test_inference_without_grad_matches(device):
+    inputs = make_inputs(Case(100, 3, 130, pad=True, dropout=True, c0=True), torch.float32, device)
     with torch.no_grad():
         h, c_last = SRURecurrenceCudaFn.apply(*inputs)
         h_ref, c_ref = sru_recurrence_ref(*inputs)
@@ -187,8 +204,8 @@ def test_inference_without_grad_matches():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_repeated_runs_are_bitwise_identical(dtype):
-    inputs = make_inputs(Case(300, 3, 700, pad=True, dropout=True, c0=True), dtype)
+def test_repeated_runs_are_bitwise_identical(dtype, device):
+    inputs = make_inputs(Case(300, 3, 700, pad=True, dropout=True, c0=True), dtype, device)
     first = run_with_grads(SRURecurrenceCudaFn.apply, inputs)
     for _ in range(4):
         again = run_with_grads(SRURecurrenceCudaFn.apply, inputs)
@@ -197,8 +214,8 @@ def test_repeated_runs_are_bitwise_identical(dtype):
 
 
 @pytest.mark.parametrize("pad,dropout", [(False, False), (True, True)], ids=["plain", "pad-dropout"])
-def test_float64_gradcheck_of_the_kernel_function(pad, dropout):
-    inputs = make_inputs(Case(6, 2, 3, pad=pad, dropout=dropout, c0=True), torch.float64)
+def test_float64_gradcheck_of_the_kernel_function(pad, dropout, device):
+    inputs = make_inputs(Case(6, 2, 3, pad=pad, dropout=dropout, c0=True), torch.float64, device)
     leaves = [t.detach().clone().requires_grad_() for t in inputs[:5]]
 
     def fn(U, x, weight_c, bias, c0):
@@ -207,9 +224,10 @@ def test_float64_gradcheck_of_the_kernel_function(pad, dropout):
     assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
+@pytest.mark.cuda
 def test_launch_uses_the_current_stream():
     """Inputs written on a busy side stream must be visible to the kernel launched on that stream."""
-    source = make_inputs(Case(64, 2, 256, c0=True), torch.float32)
+    source = make_inputs(Case(64, 2, 256, c0=True), torch.float32, "cuda")
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -223,9 +241,10 @@ def test_launch_uses_the_current_stream():
     assert_close("c_last", c_last, c_ref)
 
 
+@pytest.mark.cuda
 def test_autocast_keeps_input_dtypes():
     """Under autocast the Function neither casts its inputs nor fails in the backward."""
-    inputs = make_inputs(Case(40, 2, 48, c0=True), torch.bfloat16)
+    inputs = make_inputs(Case(40, 2, 48, c0=True), torch.bfloat16, "cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
         kernel = run_with_grads(SRURecurrenceCudaFn.apply, inputs)
     assert kernel["h"].dtype == torch.bfloat16 and kernel["c_last"].dtype == torch.float32
@@ -233,10 +252,8 @@ def test_autocast_keeps_input_dtypes():
     compare(kernel, run_with_grads(sru_recurrence_ref, inputs))
 
 
-def test_poison_flag_fills_outputs_with_nan():
-    from fairseq_srupp.cuda import launcher
-
-    out = launcher._new_output((3, 4), torch.float32, torch.empty(1, device="cuda"))
+def test_poison_flag_fills_outputs_with_nan(device):
+    out = launcher._new_output((3, 4), torch.float32, torch.empty(1, device=device))
     assert torch.isnan(out).all()
 
 
@@ -251,14 +268,14 @@ def offset_copy(t: torch.Tensor, offset: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_contiguous_inputs_at_odd_offsets(dtype):
+def test_contiguous_inputs_at_odd_offsets(dtype, device):
     """Contiguous U and x that start at odd elements of their buffers go to the kernel as they are (16-bit:
     2-byte-aligned data pointers); the gradients flow back into the buffers."""
     case = Case(45, 3, 37, pad=True, dropout=True, c0=True)
-    inputs = make_inputs(case, dtype)
+    inputs = make_inputs(case, dtype, device)
     T, B, d = case.T, case.B, case.d
-    buffers = [torch.randn(T * B * 3 * d + 8, device="cuda").to(dtype).requires_grad_(),
-               torch.randn(T * B * d + 8, device="cuda").to(dtype).requires_grad_()]
+    buffers = [torch.randn(T * B * 3 * d + 8, device=device).to(dtype).requires_grad_(),
+               torch.randn(T * B * d + 8, device=device).to(dtype).requires_grad_()]
     with torch.no_grad():
         buffers[0][1:1 + U_numel(case)].copy_(inputs.U.reshape(-1))
         buffers[1][3:3 + T * B * d].copy_(inputs.x.reshape(-1))
@@ -288,17 +305,15 @@ def U_numel(case: Case) -> int:
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-def test_launcher_with_2_byte_aligned_pointers(dtype):
+def test_launcher_with_2_byte_aligned_pointers(dtype, device):
     """The launcher entry points with U, x, grad_h at 2-byte-aligned addresses and mask_pad at an odd address
     whose length (T*B = 21 bytes) ends inside a 4-byte word."""
-    from fairseq_srupp.cuda import launcher
-
     case = Case(7, 3, 37, pad=True, dropout=True, c0=True)
-    inputs = make_inputs(case, dtype)
+    inputs = make_inputs(case, dtype, device)
     U, x, mask = offset_copy(inputs.U, 1), offset_copy(inputs.x, 3), offset_copy(inputs.mask_pad, 1)
-    grad_h = offset_copy(torch.randn(x.shape, device="cuda").to(dtype), 5)
+    grad_h = offset_copy(torch.randn(x.shape, device=device).to(dtype), 5)
     assert U.data_ptr() % 4 == 2 and x.data_ptr() % 4 == 2 and grad_h.data_ptr() % 4 == 2 and mask.data_ptr() % 2 == 1
-    grad_c = torch.randn(case.B, case.d, device="cuda")
+    grad_c = torch.randn(case.B, case.d, device=device)
     h, c_last, c_all = launcher.forward(U, x, inputs.weight_c, inputs.bias, inputs.c0, mask, inputs.dropout_mask, True)
     grads = launcher.backward(U, x, inputs.weight_c, inputs.bias, inputs.c0, mask, inputs.dropout_mask, c_all,
                               grad_h, grad_c)
@@ -315,19 +330,19 @@ SWEEP_CONFIGS = [(P, stages) for P in (4, 8, 16) for stages in (3, 4)]  # script
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_every_pipeline_configuration(dtype):
-    """Every (P, STAGES) the launcher or the benchmark sweep may run, at T = 1, T < P and T not a multiple of P."""
-    from fairseq_srupp.cuda import launcher
-
-    forward_configs = sorted(set(launcher.FORWARD_CONFIGS) | set(SWEEP_CONFIGS))
-    backward_configs = sorted(set(launcher.BACKWARD_CONFIGS) | set(SWEEP_CONFIGS))
+def test_every_pipeline_configuration(dtype, device):
+    """Every (P, STAGES) the launcher or the benchmark sweep may run, at T = 1, T < P and T not a multiple of P
+    (emulated: the configurations the harness compiles, which include the launcher's)."""
+    configs = set(SWEEP_CONFIGS) if device == "cuda" else set(kernel_emulation.CONFIGS)
+    forward_configs = sorted(set(launcher.FORWARD_CONFIGS) | configs)
+    backward_configs = sorted(set(launcher.BACKWARD_CONFIGS) | configs)
     names = ("U", "x", "weight_c", "bias", "c0")
     for T in (1, 5, 37):
-        inputs = make_inputs(Case(T, 3, 70, pad=True, dropout=True, c0=True), dtype, seed=T)
+        inputs = make_inputs(Case(T, 3, 70, pad=True, dropout=True, c0=True), dtype, device, seed=T)
         leaves = [t.detach().clone().requires_grad_() for t in inputs[:5]]
         h_ref, c_ref = sru_recurrence_ref(*leaves, inputs.mask_pad, inputs.dropout_mask)
-        grad_h = torch.randn(h_ref.shape, device="cuda").to(dtype)
-        grad_c = torch.randn(c_ref.shape, device="cuda")
+        grad_h = torch.randn(h_ref.shape, device=device).to(dtype)
+        grad_c = torch.randn(c_ref.shape, device=device)
         torch.autograd.backward([h_ref, c_ref], [grad_h, grad_c])
         forward_ref = {"h": h_ref.detach(), "c_last": c_ref.detach()}
         backward_ref = {name: leaf.grad for name, leaf in zip(names, leaves)}
@@ -343,10 +358,9 @@ def test_every_pipeline_configuration(dtype):
             compare(dict(zip(names, grads)), backward_ref)
 
 
+@pytest.mark.cuda
 def test_configuration_choice_fits_the_device():
     """The launcher's choice for the benchmark shapes: a default configuration whose blocks fit the device."""
-    from fairseq_srupp.cuda import launcher
-
     for columns in (8 * 3072, 16 * 3072, 64 * 4096, 4 * 6016, 1):
         for direction in ("forward", "backward"):
             for dtype in (torch.float32, torch.bfloat16):
@@ -356,3 +370,37 @@ def test_configuration_choice_fits_the_device():
                           f"P, STAGES = {chosen.config}, {chosen.smem} bytes of shared memory per block")
                     assert chosen.config in launcher.default_configs(direction, dtype)
                     assert chosen.smem <= chosen.kernel.max_smem
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_two_columns_per_thread_kernels(dtype, device, monkeypatch):
+    """16-bit storage with d even and aligned streams takes the *_pair kernels (one thread per two columns);
+    SRUPP_PAIRED=0, odd d and a 2-byte-aligned stream take the one-column kernels; all match the reference."""
+    directions = []
+    plan = launcher.plan
+
+    def recording_plan(direction, *args, **kwargs):
+        directions.append(direction)
+        return plan(direction, *args, **kwargs)
+
+    monkeypatch.setattr(launcher, "plan", recording_plan)
+    for case, paired_env, expected in [
+        (Case(45, 3, 38, pad=True, dropout=True, c0=True), "1", ["forward_pair", "backward_pair"]),
+        (Case(45, 3, 38, pad=True, dropout=True, c0=True), "0", ["forward", "backward"]),
+        (Case(9, 2, 2, pad=True, c0=True), "1", ["forward_pair", "backward_pair"]),
+        (Case(9, 2, 37, dropout=True), "1", ["forward", "backward"]),
+    ]:
+        monkeypatch.setenv("SRUPP_PAIRED", paired_env)
+        inputs = make_inputs(case, dtype, device)
+        directions.clear()
+        kernel = run_with_grads(SRURecurrenceCudaFn.apply, inputs)
+        assert directions == expected, (case, paired_env)
+        compare(kernel, run_with_grads(sru_recurrence_ref, inputs))
+    # a 2-byte-aligned U (test_launcher_with_2_byte_aligned_pointers checks the values)
+    monkeypatch.setenv("SRUPP_PAIRED", "1")
+    inputs = make_inputs(Case(9, 2, 38), dtype, device)
+    U = offset_copy(inputs.U, 1)
+    directions.clear()
+    h, c_last, c_all = launcher.forward(U, *inputs[1:5], None, None, True)
+    launcher.backward(U, *inputs[1:5], None, None, c_all, torch.ones_like(h), None)
+    assert directions == ["forward", "backward"]

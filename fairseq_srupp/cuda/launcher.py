@@ -23,6 +23,13 @@ tensors stay referenced until the launch call has returned, and the launch is or
 calls cuLaunchKernel directly with one packed parameter buffer; the kernel, grid and shared-memory size of a
 problem size are looked up in a dict. No DLPack, no CuPy array or stream objects per call.
 
+Two columns per thread. For float16/bfloat16 storage with d even and U, x (and grad_h) at 4-byte-aligned
+addresses, the launcher runs the kernels with L = 2 (its directions forward_pair and backward_pair): one
+thread per pair of adjacent columns, so one 4-byte copy
+or store moves two elements (with one column per thread, 16-bit storage is bound by instruction issue, not
+by bandwidth). Other 16-bit layouts take the one-column kernels, which handle any 2-byte alignment.
+SRUPP_PAIRED=0 (read at every call) forces the one-column kernels, for comparisons.
+
 Dtypes: U, x, h and their gradients are float32, float16, bfloat16 or float64 (storage); the math, the
 running state, c0, weight_c, bias, the dropout mask, c_last and the saved c_all are float32 (float64 for
 float64 storage). Shapes as in fairseq_srupp/modules/recurrence_ref.py.
@@ -39,6 +46,8 @@ from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from ..modules.recurrence_ref import math_dtype, sum_param_grads
+
 BLOCK_THREADS = 64  # threads per block (one per column); small blocks spread B*d columns evenly over the SMs
 # (P, STAGES) compiled by default, in order of preference; see the module docstring
 # 4 x 3 was the best, or within 3 points of it, at every benchmark shape and dtype on an H200
@@ -46,7 +55,10 @@ BLOCK_THREADS = 64  # threads per block (one per column); small blocks spread B*
 FORWARD_CONFIGS = ((4, 3),)
 BACKWARD_CONFIGS = ((4, 3), (4, 2))
 DOUBLE_CONFIG = (2, 2)  # float64 exists for gradcheck; speed does not matter
-NUM_VALUES = {"forward": 4, "backward": 6}  # shared-memory words per step: u0 u1 u2 x [grad_h c_{t-1}]
+# shared-memory words per step and thread: u0 u1 u2 x [grad_h c_{t-1}]; the two-column kernels hold two 16-bit
+# elements in a word and c_{t-1} of both columns in two
+NUM_VALUES = {"forward": 4, "backward": 6, "forward_pair": 4, "backward_pair": 7}
+PAIR_DTYPES = (torch.float16, torch.bfloat16)
 
 _STORAGE_TYPES = {  # torch dtype -> (C++ storage type, C++ math type)
     torch.float32: ("float", "float"),
@@ -67,10 +79,6 @@ def cupy_import_error() -> Optional[str]:
     return None
 
 
-def math_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def smem_bytes(direction: str, dtype: torch.dtype, config: Tuple[int, int], has_mask: bool) -> int:
     """Dynamic shared memory of one block, as laid out in sru_recurrence.cu."""
     P, stages = config
@@ -81,7 +89,14 @@ def smem_bytes(direction: str, dtype: torch.dtype, config: Tuple[int, int], has_
 def default_configs(direction: str, dtype: torch.dtype) -> Tuple[Tuple[int, int], ...]:
     if dtype == torch.float64:
         return (DOUBLE_CONFIG,)
-    return FORWARD_CONFIGS if direction == "forward" else BACKWARD_CONFIGS
+    return FORWARD_CONFIGS if direction.startswith("forward") else BACKWARD_CONFIGS
+
+
+def pairs_columns(dtype: torch.dtype, d: int, *streams: Tensor) -> bool:
+    """Whether the two-column kernels (L = 2) serve this call: 16-bit storage, d even, every
+    16-bit stream (U, x, grad_h) at a 4-byte-aligned address, and SRUPP_PAIRED not 0."""
+    return (dtype in PAIR_DTYPES and d % 2 == 0 and os.environ.get("SRUPP_PAIRED", "1") != "0"
+            and all(t.data_ptr() % 4 == 0 for t in streams))
 
 
 @functools.lru_cache(maxsize=None)
@@ -90,8 +105,10 @@ def _kernel_source() -> str:
 
 
 def kernel_name(direction: str, dtype: torch.dtype, config: Tuple[int, int]) -> str:
+    """direction: forward, backward, or forward_pair / backward_pair (two columns per thread)."""
     storage, math = _STORAGE_TYPES[dtype]
-    return f"srupp::sru_{direction}<{storage}, {math}, {config[0]}, {config[1]}>"
+    base, _, pair = direction.partition("_")
+    return f"srupp::sru_{base}<{storage}, {math}, {config[0]}, {config[1]}, {2 if pair else 1}>"
 
 
 class _Kernel(NamedTuple):
@@ -198,7 +215,8 @@ _plans: Dict[tuple, _Plan] = {}
 
 def plan(direction: str, dtype: torch.dtype, device_index: int, columns: int, has_mask: bool,
          config: Optional[Tuple[int, int]] = None) -> _Plan:
-    """The kernel, grid and shared memory for `columns` = B*d columns (cached per problem size)."""
+    """The kernel, grid and shared memory for `columns` threads (B*d; B*d/2 for the *_pair directions, two columns each), cached
+    per problem size."""
     config = None if config is None else tuple(config)
     key = (direction, dtype, device_index, columns, has_mask, config)
     found = _plans.get(key)
@@ -332,13 +350,15 @@ def forward(
     dtype, acc = U.dtype, math_dtype(U.dtype)
     device_index = U.device.index
     U, x = _aligned(U), _aligned(x)
+    paired = pairs_columns(dtype, d, U, x)
     weight_c, bias, c0, dropout_mask = _as(weight_c, acc), _as(bias, acc), _as(c0, acc), _as(dropout_mask, acc)
     mask = None if mask_pad is None else mask_pad.contiguous()  # bool: one byte per step, 0 or 1
     poison = os.environ.get("SRUPP_POISON_OUTPUTS", "0") == "1"
     h = _new_output((T, B, d), dtype, U, poison)
     c_last = _new_output((B, d), acc, U, poison)
     c_all = _new_output((T, B, d), acc, U, poison) if store_c else None
-    plan_ = plan("forward", dtype, device_index, B * d, mask is not None, config)
+    plan_ = plan("forward_pair" if paired else "forward", dtype, device_index, B * d // 2 if paired else B * d,
+                 mask is not None, config)
     _launch(plan_, (_ptr(U), _ptr(x), _ptr(weight_c), _ptr(bias), _ptr(c0), _ptr(dropout_mask), _ptr(mask),
                     _ptr(h), _ptr(c_all), _ptr(c_last), T, B, d), device_index)
     return h, c_last, c_all
@@ -365,6 +385,7 @@ def backward(
     device_index = U.device.index
     U, x, c_all = _aligned(U), _aligned(x), _aligned(c_all)
     grad_h = _aligned(grad_h.to(dtype))
+    paired = pairs_columns(dtype, d, U, x, grad_h)
     weight_c_, bias_ = _as(weight_c, acc), _as(bias, acc)
     c0_, dropout_mask, grad_c_last = _as(c0, acc), _as(dropout_mask, acc), _as(grad_c_last, acc)
     mask = None if mask_pad is None else mask_pad.contiguous()
@@ -373,11 +394,10 @@ def backward(
     grad_x = _new_output((T, B, d), dtype, U, poison)
     grad_c0 = _new_output((B, d), acc, U, poison) if c0 is not None else None
     param_grads = _new_output((4, B, d), acc, U, poison)
-    plan_ = plan("backward", dtype, device_index, B * d, mask is not None, config)
+    plan_ = plan("backward_pair" if paired else "backward", dtype, device_index, B * d // 2 if paired else B * d,
+                 mask is not None, config)
     _launch(plan_, (_ptr(U), _ptr(x), _ptr(weight_c_), _ptr(bias_), _ptr(c0_), _ptr(dropout_mask), _ptr(mask),
                     _ptr(c_all), _ptr(grad_h), _ptr(grad_c_last), _ptr(grad_U), _ptr(grad_x), _ptr(grad_c0),
                     _ptr(param_grads), T, B, d), device_index)
-    param = param_grads.sum(dim=1)  # (4, d): v_f, v_r, b_f, b_r
-    grad_weight_c = param[:2].reshape(-1).to(weight_c.dtype)
-    grad_bias = param[2:].reshape(-1).to(bias.dtype)
+    grad_weight_c, grad_bias = sum_param_grads(param_grads, weight_c, bias)
     return grad_U, grad_x, grad_weight_c, grad_bias, (None if c0 is None else grad_c0.to(c0.dtype))

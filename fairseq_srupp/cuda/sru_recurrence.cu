@@ -1,11 +1,12 @@
 // SRU elementwise recurrence: forward and backward kernels (compiled at run time by NVRTC via CuPy).
 //
-// Layout (time-major, contiguous; one CUDA thread per column col = b * d + j, looping over time):
+// Layout (time-major, contiguous; one CUDA thread per column col = b * d + j, looping over time; with L = 2,
+// for 16-bit storage, two adjacent columns per thread, see "lanes" below):
 //   U      (T, B, 3, d)  planes u0 (candidate), u1 (forget pre-activation), u2 (reset pre-activation)
 //   x, h   (T, B, d)     skip input and output
 //   c_all  (T, B, d)     every c_t, kept in the math type A (float, or double for double storage)
 //   weight_c, bias (2d,) = [v_f | v_r], [b_f | b_r];  c0, c_last, dropout_mask (B, d);  mask_pad (T, B) uint8
-// With this layout the 32 threads of a warp read 32 consecutive elements of each plane per step.
+// With this layout the 32 threads of a warp read 32 (pairs: 64) consecutive elements of each plane per step.
 //
 // Forward, per step (mask m, identity activation):
 //   f = sigmoid(u1 + v_f c + b_f),  r = sigmoid(u2 + v_r c + b_r),  c' = (c - u0) f + u0,  h = x + m r (c' - x)
@@ -30,8 +31,9 @@
 // Shared memory of a block: [stage][step][value][thread] words (4 bytes; 8 for double), so the 32 threads of a
 // warp hit 32 consecutive banks, then (when mask_pad is given) a [stage][step][thread] region of 4-byte words
 // for the mask. Sizes: SRUPP_BLOCK_THREADS * STAGES * P * (NV * word + (mask ? 4 : 0)) bytes; NV = 4 values
-// per step in the forward (u0, u1, u2, x), 6 in the backward (u0, u1, u2, x, grad_h, c_{t-1}). The launcher
-// computes the same number (launcher.smem_bytes).
+// per step in the forward (u0, u1, u2, x), 6 in the backward (u0, u1, u2, x, grad_h, c_{t-1}); with L = 2 a word
+// holds both columns' 16-bit elements and c_{t-1} of each column has its own (NV = 4 and 7). The
+// launcher computes the same number (launcher.smem_bytes).
 //
 // Below sm_80 (or with -DSRUPP_SYNC_COPY) the copies are ordinary loads and shared stores: the same code, but a
 // chunk's loads are waited for when it is issued, so only P steps are in flight.
@@ -273,14 +275,146 @@ struct Slots {
 template <typename A>
 struct ColumnParams {
     A v_f, v_r, b_f, b_r, m;  // peephole weights, biases and dropout mask of this column
+
+    // column j of its row; col = b * d + j
+    static __device__ __forceinline__ ColumnParams load(const A* weight_c, const A* bias, const A* dropout_mask,
+                                                       int d, int j, int col) {
+        return {weight_c[j], weight_c[d + j], bias[j], bias[d + j], dropout_mask ? dropout_mask[col] : A(1)};
+    }
+};
+
+template <typename A>
+struct BackwardState {
+    A carry;                   // dL/dc_t on entry to step t, dL/dc_{t-1} on exit
+    A g_vf, g_vr, g_bf, g_br;  // this column's parameter gradients, summed over time
+
+    static __device__ __forceinline__ BackwardState start(const A* grad_c_last, int col) {
+        return {grad_c_last ? grad_c_last[col] : A(0), A(0), A(0), A(0), A(0)};
+    }
+    // into param_grads (4, B, d), rows v_f, v_r, b_f, b_r; plane = B * d
+    __device__ __forceinline__ void store(A* param_grads, long long plane, int col) const {
+        param_grads[col] = g_vf;
+        param_grads[plane + col] = g_vr;
+        param_grads[2 * plane + col] = g_bf;
+        param_grads[3 * plane + col] = g_br;
+    }
+};
+
+// The copy pipeline of one thread over T steps in chunks of P (chunks 0 .. full-1 have P steps; a last,
+// partial chunk follows when P does not divide T), STAGES chunks in shared memory or on their way.
+// w.issue<kFull>(k, stage) copies chunk k into `stage` and w.compute<kFull>(k, stage) runs it, where kFull says
+// the chunk has all P steps; chunk k lives in stage k % STAGES.
+template <int P, int STAGES, typename Worker>
+__device__ __forceinline__ void run_pipeline(Worker& w, int T) {
+    const int full = T / P, chunks = (T + P - 1) / P;
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) {
+        if (s < full) {
+            w.template issue<true>(s, s);
+        } else if (s < chunks) {
+            w.template issue<false>(s, s);
+        }
+        commit_copies();
+    }
+    for (int k0 = 0; k0 < chunks; k0 += STAGES) {
+#pragma unroll
+        for (int s = 0; s < STAGES; ++s) {  // chunk k = k0 + s lives in stage s
+            const int k = k0 + s, next = k + STAGES - 1, next_stage = (s + STAGES - 1) % STAGES;
+            if (k < chunks) {
+                if (next < full) {
+                    w.template issue<true>(next, next_stage);
+                } else if (next < chunks) {
+                    w.template issue<false>(next, next_stage);
+                }
+                commit_copies();
+                wait_copies<STAGES - 1>();
+                if (k < full) {
+                    w.template compute<true>(k, s);
+                } else {
+                    w.template compute<false>(k, s);
+                }
+            }
+        }
+    }
+}
+
+// ---- lanes: the columns of one thread ----
+//
+// A thread runs L adjacent columns j .. j+L-1 of one row b. L = 1 for every storage type. With 16-bit storage,
+// one column per thread moves half the bytes of float32 with as many copy and store instructions, so it is
+// bound by instruction issue rather than by bandwidth; when d is even and U and x (and grad_h) start at
+// 4-byte-aligned addresses, the launcher runs the kernels with L = 2 instead: the two elements of a
+// column pair share one aligned 4-byte word in every plane, so one copy and one store serve both columns, and
+// the two independent c chains interleave. Lanes<S, A, L> moves the L elements of one stream at one step:
+// copy() issues their copy into a slot, read() converts the landed slot into L math values, store() writes L
+// results of the storage type, store_state() L values of the math type.
+
+template <typename S, typename A, int L>
+struct Lanes;
+
+template <typename S, typename A>
+struct Lanes<S, A, 1> {
+    typedef Stage<S> St;
+    typedef typename St::Word Word;
+    static __device__ __forceinline__ void copy(smem_ptr dst, const S* p) { St::copy(dst, p); }
+    static __device__ __forceinline__ unsigned int upper(const S* p) { return St::upper(p); }
+    static __device__ __forceinline__ void read(const Word* slot, unsigned int upper, A (&v)[1]) {
+        v[0] = St::read(slot, upper);
+    }
+    static __device__ __forceinline__ void store(S* p, const A (&v)[1]) { srupp::store(p, v[0]); }
+    static __device__ __forceinline__ void store_state(A* p, const A (&v)[1]) { *p = v[0]; }
+};
+
+struct alignas(8) FloatPair {
+    float lo, hi;
+};
+
+// H: half_t or bf16_t; every pointer passed is 4-byte aligned (the lower address holds the low half)
+template <typename H>
+struct Lanes<H, float, 2> {
+    typedef unsigned int Word;
+    static __device__ __forceinline__ void copy(smem_ptr dst, const H* p) { copy4(dst, p, 4u); }
+    static __device__ __forceinline__ unsigned int upper(const H*) { return 0u; }
+    static __device__ __forceinline__ void read(const Word* slot, unsigned int, float (&v)[2]) {
+        H lo, hi;
+        lo.bits = static_cast<unsigned short>(*slot & 0xffffu);
+        hi.bits = static_cast<unsigned short>(*slot >> 16);
+        v[0] = to_math(lo);
+        v[1] = to_math(hi);
+    }
+    static __device__ __forceinline__ void store(H* p, const float (&v)[2]) {
+        H lo, hi;
+        srupp::store(&lo, v[0]);
+        srupp::store(&hi, v[1]);
+        *reinterpret_cast<unsigned int*>(p) = static_cast<unsigned int>(lo.bits) |
+                                              (static_cast<unsigned int>(hi.bits) << 16);
+    }
+    static __device__ __forceinline__ void store_state(float* p, const float (&v)[2]) {
+        *reinterpret_cast<FloatPair*>(p) = FloatPair{v[0], v[1]};
+    }
+};
+
+// The columns of a thread: group g of the B * d / L groups is row b = g / (d / L), columns j .. j + L - 1 with
+// j = L * (g mod d / L); col = b * d + j. False for the threads past the last group.
+template <int L>
+struct Columns {
+    int b, j, col;
+    __device__ __forceinline__ bool locate(int B, int d) {
+        const int group = blockIdx.x * SRUPP_BLOCK_THREADS + threadIdx.x, per_row = d / L;
+        if (group >= B * per_row) return false;
+        b = group / per_row;
+        j = L * (group - b * per_row);
+        col = b * d + j;
+        return true;
+    }
 };
 
 // ---- forward ----
 
-template <typename S, typename A, int P, int STAGES>
+template <typename S, typename A, int P, int STAGES, int L>
 struct Forward {
-    typedef Stage<S> St;
-    typedef Slots<typename St::Word, P, STAGES, 4> Sl;
+    typedef Lanes<S, A, L> Ln;
+    typedef Slots<typename Ln::Word, P, STAGES, 4> Sl;
 
     const S* U;
     const S* x;
@@ -296,6 +430,8 @@ struct Forward {
     unsigned int flip;                 // 1 when the U and x offsets change parity from one step to the next
     unsigned int up_u0, up_u1, up_u2, up_x;  // Stage::upper of each stream at t = 0
     unsigned int mask_lane0;           // (address of mask_pad[b]) mod 4
+    ColumnParams<A> p[L];
+    A c[L];                            // the running states
 
     // Copies the steps of chunk k into `stage` (nothing for steps >= T). kFull: the whole chunk lies before T,
     // so the steps need no checks (a check per step would also keep each step in its own basic block).
@@ -305,10 +441,10 @@ struct Forward {
         for (int i = 0; i < P; ++i) {
             if (kFull || k * P + i < T) {
                 const S* u = U + u_read;
-                St::copy(slots.dst(stage, i, 0), u);
-                St::copy(slots.dst(stage, i, 1), u + d);
-                St::copy(slots.dst(stage, i, 2), u + 2 * d);
-                St::copy(slots.dst(stage, i, 3), x + x_read);
+                Ln::copy(slots.dst(stage, i, 0), u);
+                Ln::copy(slots.dst(stage, i, 1), u + d);
+                Ln::copy(slots.dst(stage, i, 2), u + 2 * d);
+                Ln::copy(slots.dst(stage, i, 3), x + x_read);
                 if (mask_pad) copy_mask(slots.mask_dst_at(stage, i), mask_pad + m_read, mask_end);
                 u_read += 3 * Bd;
                 x_read += Bd;
@@ -319,7 +455,7 @@ struct Forward {
 
     // Runs the steps of chunk k from `stage`.
     template <bool kFull>
-    __device__ __forceinline__ void compute(int k, int stage, A& c, const ColumnParams<A>& p) {
+    __device__ __forceinline__ void compute(int k, int stage) {
 #pragma unroll
         for (int i = 0; i < P; ++i) {
             const int t = k * P + i;
@@ -331,103 +467,74 @@ struct Forward {
                                                       (mask_lane0 + static_cast<unsigned int>(t) *
                                                                         static_cast<unsigned int>(B)) & 3u)
                                           : false;
-                const A u0 = St::read(slots.slot(stage, i, 0), up_u0 ^ tf);
-                const A u1 = St::read(slots.slot(stage, i, 1), up_u1 ^ tf);
-                const A u2 = St::read(slots.slot(stage, i, 2), up_u2 ^ tf);
-                const A x_t = St::read(slots.slot(stage, i, 3), up_x ^ tf);
-                const A f = sigmoid(u1 + p.v_f * c + p.b_f);
-                const A r = sigmoid(u2 + p.v_r * c + p.b_r);
-                const A c_t = (c - u0) * f + u0;
-                const A h_t = x_t + (p.m * r) * (c_t - x_t);
-                c = pad ? c : c_t;
-                store(h + x_write, pad ? A(0) : h_t);
-                if (c_all) c_all[x_write] = c;
+                A u0[L], u1[L], u2[L], x_t[L], h_t[L];
+                Ln::read(slots.slot(stage, i, 0), up_u0 ^ tf, u0);
+                Ln::read(slots.slot(stage, i, 1), up_u1 ^ tf, u1);
+                Ln::read(slots.slot(stage, i, 2), up_u2 ^ tf, u2);
+                Ln::read(slots.slot(stage, i, 3), up_x ^ tf, x_t);
+#pragma unroll
+                for (int l = 0; l < L; ++l) {
+                    const A f = sigmoid(u1[l] + p[l].v_f * c[l] + p[l].b_f);
+                    const A r = sigmoid(u2[l] + p[l].v_r * c[l] + p[l].b_r);
+                    const A c_t = (c[l] - u0[l]) * f + u0[l];
+                    h_t[l] = pad ? A(0) : x_t[l] + (p[l].m * r) * (c_t - x_t[l]);
+                    c[l] = pad ? c[l] : c_t;
+                }
+                Ln::store(h + x_write, h_t);
+                if (c_all) Ln::store_state(c_all + x_write, c);
                 x_write += Bd;
             }
         }
     }
 };
 
-// grid.x * SRUPP_BLOCK_THREADS >= B * d threads, one per column; dynamic shared memory as described at the
-// top. c0, dropout_mask, mask_pad and c_all may be null (zeros, no dropout, no padding, do not store c_all).
-// T, B and d are passed as 64-bit integers (every parameter is 8 bytes) and must be below 2**31.
-template <typename S, typename A, int P, int STAGES>
+// grid.x * SRUPP_BLOCK_THREADS >= B * d / L threads, L columns each (L = 2: 16-bit S, A = float, d even, and U
+// and x at 4-byte-aligned addresses); dynamic shared memory as described at the top. c0, dropout_mask, mask_pad
+// and c_all may be null (zeros, no dropout, no padding, do not store c_all). T, B and d are passed as 64-bit
+// integers (every parameter is 8 bytes) and must be below 2**31.
+template <typename S, typename A, int P, int STAGES, int L>
 __global__ void __launch_bounds__(SRUPP_BLOCK_THREADS)
 sru_forward(const S* U, const S* x, const A* weight_c, const A* bias, const A* c0, const A* dropout_mask,
             const unsigned char* mask_pad, S* h, A* c_all, A* c_last, const long long T_, const long long B_,
             const long long d_) {
     SRUPP_DECLARE_SMEM(smem);
     const int T = static_cast<int>(T_), B = static_cast<int>(B_), d = static_cast<int>(d_);
-    const int tid = threadIdx.x;
-    const int col = blockIdx.x * SRUPP_BLOCK_THREADS + tid;
-    if (col >= B * d) return;
-    const int b = col / d, j = col - b * d;
-    const ColumnParams<A> p = {weight_c[j], weight_c[d + j], bias[j], bias[d + j],
-                               dropout_mask ? dropout_mask[col] : A(1)};
-    A c = c0 ? c0[col] : A(0);
-
-    typedef Forward<S, A, P, STAGES> F;
-    typedef typename F::St St;
+    Columns<L> at;
+    if (!at.locate(B, d)) return;
+    typedef Forward<S, A, P, STAGES, L> F;
+    typedef typename F::Ln Ln;
     F f = {U, x, mask_pad, mask_pad ? mask_pad + static_cast<long long>(T) * B : nullptr, h, c_all, T, B, d,
-           static_cast<long long>(B) * d, typename F::Sl(smem, tid)};
-    f.u_read = static_cast<long long>(b) * 3 * d + j;
-    f.x_read = col;
-    f.m_read = b;
-    f.x_write = col;
+           static_cast<long long>(B) * d, typename F::Sl(smem, static_cast<int>(threadIdx.x))};
+    f.u_read = static_cast<long long>(at.b) * 3 * d + at.j;
+    f.x_read = at.col;
+    f.m_read = at.b;
+    f.x_write = at.col;
     f.flip = static_cast<unsigned int>(f.Bd & 1);
-    f.up_u0 = St::upper(U + f.u_read);
-    f.up_u1 = St::upper(U + f.u_read + d);
-    f.up_u2 = St::upper(U + f.u_read + 2 * d);
-    f.up_x = St::upper(x + col);
-    f.mask_lane0 = mask_pad ? static_cast<unsigned int>(reinterpret_cast<unsigned long long>(mask_pad + b)) & 3u : 0u;
-
-    // chunks 0 .. full-1 have P steps; a last, partial chunk follows when P does not divide T
-    const int full = T / P, chunks = (T + P - 1) / P;
+    f.up_u0 = Ln::upper(U + f.u_read);
+    f.up_u1 = Ln::upper(U + f.u_read + d);
+    f.up_u2 = Ln::upper(U + f.u_read + 2 * d);
+    f.up_x = Ln::upper(x + at.col);
+    f.mask_lane0 = mask_pad ? static_cast<unsigned int>(reinterpret_cast<unsigned long long>(mask_pad + at.b)) & 3u
+                            : 0u;
 #pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s) {
-        if (s < full) {
-            f.template issue<true>(s, s);
-        } else if (s < chunks) {
-            f.template issue<false>(s, s);
-        }
-        commit_copies();
+    for (int l = 0; l < L; ++l) {
+        f.p[l] = ColumnParams<A>::load(weight_c, bias, dropout_mask, d, at.j + l, at.col + l);
+        f.c[l] = c0 ? c0[at.col + l] : A(0);
     }
-    for (int k0 = 0; k0 < chunks; k0 += STAGES) {
+    run_pipeline<P, STAGES>(f, T);
 #pragma unroll
-        for (int s = 0; s < STAGES; ++s) {  // chunk k = k0 + s lives in stage s
-            const int k = k0 + s, next = k + STAGES - 1, next_stage = (s + STAGES - 1) % STAGES;
-            if (k < chunks) {
-                if (next < full) {
-                    f.template issue<true>(next, next_stage);
-                } else if (next < chunks) {
-                    f.template issue<false>(next, next_stage);
-                }
-                commit_copies();
-                wait_copies<STAGES - 1>();
-                if (k < full) {
-                    f.template compute<true>(k, s, c, p);
-                } else {
-                    f.template compute<false>(k, s, c, p);
-                }
-            }
-        }
-    }
-    c_last[col] = c;
+    for (int l = 0; l < L; ++l) c_last[at.col + l] = f.c[l];
 }
 
 // ---- backward (same thread mapping, reverse time) ----
 
-template <typename A>
-struct BackwardState {
-    A carry;                   // dL/dc_t on entry to step t, dL/dc_{t-1} on exit
-    A g_vf, g_vr, g_bf, g_br;  // this column's parameter gradients, summed over time
-};
-
-template <typename S, typename A, int P, int STAGES>
+template <typename S, typename A, int P, int STAGES, int L>
 struct Backward {
-    typedef Stage<S> St;
+    typedef Lanes<S, A, L> Ln;
     typedef Stage<A> StA;
-    typedef Slots<typename St::Word, P, STAGES, 6> Sl;  // sizeof(A) == sizeof(St::Word) for every storage type
+    // values per step: u0 u1 u2 x grad_h, then c_{t-1} of each column in a word of its own
+    // (sizeof(A) == sizeof(Ln::Word) for every storage type)
+    typedef Slots<typename Ln::Word, P, STAGES, 5 + L> Sl;
 
     const S* U;
     const S* x;
@@ -445,6 +552,9 @@ struct Backward {
     unsigned int flip;
     unsigned int up_u0, up_u1, up_u2, up_x, up_gh;  // Stage::upper at t = 0
     unsigned int mask_lane0;
+    ColumnParams<A> p[L];
+    A c_init[L];  // c_{-1}: c0, or zero
+    BackwardState<A> state[L];
 
     // Copies the steps of chunk k (t = T-1-k*P, ..., T-P-k*P) into `stage`; c_{t-1} only for t >= 1.
     // kFull: every step of the chunk is >= 0.
@@ -455,12 +565,15 @@ struct Backward {
             const int t = T - 1 - k * P - i;
             if (kFull || t >= 0) {
                 const S* u = U + u_read;
-                St::copy(slots.dst(stage, i, 0), u);
-                St::copy(slots.dst(stage, i, 1), u + d);
-                St::copy(slots.dst(stage, i, 2), u + 2 * d);
-                St::copy(slots.dst(stage, i, 3), x + x_read);
-                St::copy(slots.dst(stage, i, 4), grad_h + x_read);
-                if (t > 0) StA::copy(slots.dst(stage, i, 5), c_all + (x_read - Bd));
+                Ln::copy(slots.dst(stage, i, 0), u);
+                Ln::copy(slots.dst(stage, i, 1), u + d);
+                Ln::copy(slots.dst(stage, i, 2), u + 2 * d);
+                Ln::copy(slots.dst(stage, i, 3), x + x_read);
+                Ln::copy(slots.dst(stage, i, 4), grad_h + x_read);
+                if (t > 0) {
+#pragma unroll
+                    for (int l = 0; l < L; ++l) StA::copy(slots.dst(stage, i, 5 + l), c_all + (x_read - Bd + l));
+                }
                 if (mask_pad) copy_mask(slots.mask_dst_at(stage, i), mask_pad + m_read, mask_end);
                 u_read -= 3 * Bd;
                 x_read -= Bd;
@@ -470,8 +583,7 @@ struct Backward {
     }
 
     template <bool kFull>
-    __device__ __forceinline__ void compute(int k, int stage, BackwardState<A>& state, const ColumnParams<A>& p,
-                                            A c_init) {
+    __device__ __forceinline__ void compute(int k, int stage) {
 #pragma unroll
         for (int i = 0; i < P; ++i) {
             const int t = T - 1 - k * P - i;
@@ -483,30 +595,38 @@ struct Backward {
                                                       (mask_lane0 + static_cast<unsigned int>(t) *
                                                                         static_cast<unsigned int>(B)) & 3u)
                                           : false;
-                const A c_prev = t > 0 ? StA::read(slots.slot(stage, i, 5), 0u) : c_init;
-                const A u0 = St::read(slots.slot(stage, i, 0), up_u0 ^ tf);
-                const A u1 = St::read(slots.slot(stage, i, 1), up_u1 ^ tf);
-                const A u2 = St::read(slots.slot(stage, i, 2), up_u2 ^ tf);
-                const A x_t = St::read(slots.slot(stage, i, 3), up_x ^ tf);
-                const A gh = St::read(slots.slot(stage, i, 4), up_gh ^ tf);
-                const A f = sigmoid(u1 + p.v_f * c_prev + p.b_f);
-                const A r = sigmoid(u2 + p.v_r * c_prev + p.b_r);
-                const A c_t = (c_prev - u0) * f + u0;
-                const A mr = p.m * r;
-                const A gc = state.carry + gh * mr;                        // dL/dc_t
-                const A g_r = gh * p.m * (c_t - x_t) * (r * (A(1) - r));  // dL/d(reset pre-activation)
-                const A g_f = gc * (c_prev - u0) * (f * (A(1) - f));      // dL/d(forget pre-activation)
-                store(grad_U + u_write, pad ? A(0) : gc * (A(1) - f));
-                store(grad_U + u_write + d, pad ? A(0) : g_f);
-                store(grad_U + u_write + 2 * d, pad ? A(0) : g_r);
-                store(grad_x + x_write, pad ? A(0) : gh * (A(1) - mr));
-                if (!pad) {
-                    state.carry = gc * f + g_f * p.v_f + g_r * p.v_r;
-                    state.g_vf += g_f * c_prev;
-                    state.g_vr += g_r * c_prev;
-                    state.g_bf += g_f;
-                    state.g_br += g_r;
+                A u0[L], u1[L], u2[L], x_t[L], gh[L], g_u0[L], g_u1[L], g_u2[L], g_x[L];
+                Ln::read(slots.slot(stage, i, 0), up_u0 ^ tf, u0);
+                Ln::read(slots.slot(stage, i, 1), up_u1 ^ tf, u1);
+                Ln::read(slots.slot(stage, i, 2), up_u2 ^ tf, u2);
+                Ln::read(slots.slot(stage, i, 3), up_x ^ tf, x_t);
+                Ln::read(slots.slot(stage, i, 4), up_gh ^ tf, gh);
+#pragma unroll
+                for (int l = 0; l < L; ++l) {
+                    const A c_prev = t > 0 ? StA::read(slots.slot(stage, i, 5 + l), 0u) : c_init[l];
+                    const A f = sigmoid(u1[l] + p[l].v_f * c_prev + p[l].b_f);
+                    const A r = sigmoid(u2[l] + p[l].v_r * c_prev + p[l].b_r);
+                    const A c_t = (c_prev - u0[l]) * f + u0[l];
+                    const A mr = p[l].m * r;
+                    const A gc = state[l].carry + gh[l] * mr;                           // dL/dc_t
+                    const A g_r = gh[l] * p[l].m * (c_t - x_t[l]) * (r * (A(1) - r));  // dL/d(reset pre-act.)
+                    const A g_f = gc * (c_prev - u0[l]) * (f * (A(1) - f));            // dL/d(forget pre-act.)
+                    g_u0[l] = pad ? A(0) : gc * (A(1) - f);
+                    g_u1[l] = pad ? A(0) : g_f;
+                    g_u2[l] = pad ? A(0) : g_r;
+                    g_x[l] = pad ? A(0) : gh[l] * (A(1) - mr);
+                    if (!pad) {
+                        state[l].carry = gc * f + g_f * p[l].v_f + g_r * p[l].v_r;
+                        state[l].g_vf += g_f * c_prev;
+                        state[l].g_vr += g_r * c_prev;
+                        state[l].g_bf += g_f;
+                        state[l].g_br += g_r;
+                    }
                 }
+                Ln::store(grad_U + u_write, g_u0);
+                Ln::store(grad_U + u_write + d, g_u1);
+                Ln::store(grad_U + u_write + 2 * d, g_u2);
+                Ln::store(grad_x + x_write, g_x);
                 u_write -= 3 * Bd;
                 x_write -= Bd;
             }
@@ -517,74 +637,45 @@ struct Backward {
 // Inputs as in the forward plus c_all (from the forward) and grad_h (T, B, d); grad_c_last may be null (zero).
 // Outputs: grad_U (T, B, 3, d), grad_x (T, B, d), grad_c0 (B, d; may be null), and the per-column parameter
 // gradients param_grads (4, B, d) with rows [v_f, v_r, b_f, b_r], summed over B by the caller (no atomics).
-template <typename S, typename A, int P, int STAGES>
+// L = 2 also needs grad_h at a 4-byte-aligned address.
+template <typename S, typename A, int P, int STAGES, int L>
 __global__ void __launch_bounds__(SRUPP_BLOCK_THREADS)
 sru_backward(const S* U, const S* x, const A* weight_c, const A* bias, const A* c0, const A* dropout_mask,
              const unsigned char* mask_pad, const A* c_all, const S* grad_h, const A* grad_c_last, S* grad_U,
              S* grad_x, A* grad_c0, A* param_grads, const long long T_, const long long B_, const long long d_) {
     SRUPP_DECLARE_SMEM(smem);
     const int T = static_cast<int>(T_), B = static_cast<int>(B_), d = static_cast<int>(d_);
-    const int tid = threadIdx.x;
-    const int col = blockIdx.x * SRUPP_BLOCK_THREADS + tid;
-    if (col >= B * d) return;
-    const int b = col / d, j = col - b * d;
-    const ColumnParams<A> p = {weight_c[j], weight_c[d + j], bias[j], bias[d + j],
-                               dropout_mask ? dropout_mask[col] : A(1)};
-    const A c_init = c0 ? c0[col] : A(0);
-    BackwardState<A> state = {grad_c_last ? grad_c_last[col] : A(0), A(0), A(0), A(0), A(0)};
-
-    typedef Backward<S, A, P, STAGES> G;
-    typedef typename G::St St;
+    Columns<L> at;
+    if (!at.locate(B, d)) return;
+    typedef Backward<S, A, P, STAGES, L> G;
+    typedef typename G::Ln Ln;
     G g = {U, x, grad_h, c_all, mask_pad, mask_pad ? mask_pad + static_cast<long long>(T) * B : nullptr,
-           grad_U, grad_x, T, B, d, static_cast<long long>(B) * d, typename G::Sl(smem, tid)};
-    const long long u0_offset = static_cast<long long>(b) * 3 * d + j;  // t = 0
+           grad_U, grad_x, T, B, d, static_cast<long long>(B) * d,
+           typename G::Sl(smem, static_cast<int>(threadIdx.x))};
+    const long long u0_offset = static_cast<long long>(at.b) * 3 * d + at.j;  // t = 0
     g.u_read = g.u_write = u0_offset + static_cast<long long>(T - 1) * 3 * g.Bd;
-    g.x_read = g.x_write = col + static_cast<long long>(T - 1) * g.Bd;
-    g.m_read = b + static_cast<long long>(T - 1) * B;
+    g.x_read = g.x_write = at.col + static_cast<long long>(T - 1) * g.Bd;
+    g.m_read = at.b + static_cast<long long>(T - 1) * B;
     g.flip = static_cast<unsigned int>(g.Bd & 1);
-    g.up_u0 = St::upper(U + u0_offset);
-    g.up_u1 = St::upper(U + u0_offset + d);
-    g.up_u2 = St::upper(U + u0_offset + 2 * d);
-    g.up_x = St::upper(x + col);
-    g.up_gh = St::upper(grad_h + col);
-    g.mask_lane0 = mask_pad ? static_cast<unsigned int>(reinterpret_cast<unsigned long long>(mask_pad + b)) & 3u : 0u;
-
-    const int full = T / P, chunks = (T + P - 1) / P;  // chunk k covers t = T-1-k*P down to T-P-k*P (>= 0)
+    g.up_u0 = Ln::upper(U + u0_offset);
+    g.up_u1 = Ln::upper(U + u0_offset + d);
+    g.up_u2 = Ln::upper(U + u0_offset + 2 * d);
+    g.up_x = Ln::upper(x + at.col);
+    g.up_gh = Ln::upper(grad_h + at.col);
+    g.mask_lane0 = mask_pad ? static_cast<unsigned int>(reinterpret_cast<unsigned long long>(mask_pad + at.b)) & 3u
+                            : 0u;
 #pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s) {
-        if (s < full) {
-            g.template issue<true>(s, s);
-        } else if (s < chunks) {
-            g.template issue<false>(s, s);
-        }
-        commit_copies();
+    for (int l = 0; l < L; ++l) {
+        g.p[l] = ColumnParams<A>::load(weight_c, bias, dropout_mask, d, at.j + l, at.col + l);
+        g.c_init[l] = c0 ? c0[at.col + l] : A(0);
+        g.state[l] = BackwardState<A>::start(grad_c_last, at.col + l);
     }
-    for (int k0 = 0; k0 < chunks; k0 += STAGES) {
+    run_pipeline<P, STAGES>(g, T);  // chunk k covers t = T-1-k*P down to T-P-k*P (>= 0)
 #pragma unroll
-        for (int s = 0; s < STAGES; ++s) {
-            const int k = k0 + s, next = k + STAGES - 1, next_stage = (s + STAGES - 1) % STAGES;
-            if (k < chunks) {
-                if (next < full) {
-                    g.template issue<true>(next, next_stage);
-                } else if (next < chunks) {
-                    g.template issue<false>(next, next_stage);
-                }
-                commit_copies();
-                wait_copies<STAGES - 1>();
-                if (k < full) {
-                    g.template compute<true>(k, s, state, p, c_init);
-                } else {
-                    g.template compute<false>(k, s, state, p, c_init);
-                }
-            }
-        }
+    for (int l = 0; l < L; ++l) {
+        if (grad_c0) grad_c0[at.col + l] = g.state[l].carry;
+        g.state[l].store(param_grads, static_cast<long long>(B) * d, at.col + l);
     }
-    if (grad_c0) grad_c0[col] = state.carry;
-    const long long plane = static_cast<long long>(B) * d;
-    param_grads[col] = state.g_vf;
-    param_grads[plane + col] = state.g_vr;
-    param_grads[2 * plane + col] = state.g_bf;
-    param_grads[3 * plane + col] = state.g_br;
 }
 
 }  // namespace srupp

@@ -16,6 +16,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from .recurrence_ref import sum_param_grads
+
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
 _OPS_NAMESPACE = "srupp_cpu"  # TORCH_LIBRARY name in csrc/sru_cpu.cpp
 _build_lock = threading.Lock()
@@ -96,7 +98,5 @@ def backward(
         None if mask_pad is None else mask_pad.contiguous(), _as(dropout_mask, dtype), c_all,
         _as(grad_h, dtype), _as(grad_c_last, dtype),
     )
-    param = param_grads.sum(dim=1)  # (4, d): v_f, v_r, b_f, b_r
-    grad_weight_c = param[:2].reshape(-1).to(weight_c.dtype)
-    grad_bias = param[2:].reshape(-1).to(bias.dtype)
+    grad_weight_c, grad_bias = sum_param_grads(param_grads, weight_c, bias)
     return grad_U, grad_x, grad_weight_c, grad_bias, (None if c0 is None else grad_c0.to(c0.dtype))

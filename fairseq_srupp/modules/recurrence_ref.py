@@ -33,6 +33,14 @@ def math_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def sum_param_grads(param_grads: Tensor, weight_c: Tensor, bias: Tensor) -> Tuple[Tensor, Tensor]:
+    """The fused backwards' per-column partials (4, B, d) (rows v_f, v_r, b_f, b_r, math dtype) ->
+    grad_weight_c and grad_bias (2d,) in the dtypes of weight_c and bias, summed over B in a fixed
+    order (deterministic, no atomics)."""
+    param = param_grads.sum(dim=1)
+    return param[:2].reshape(-1).to(weight_c.dtype), param[2:].reshape(-1).to(bias.dtype)
+
+
 def sru_recurrence_ref(
     U: Tensor,
     x: Tensor,
