@@ -407,6 +407,10 @@ struct Columns {
         col = b * d + j;
         return true;
     }
+    // (address of mask_pad[b]) mod 4: the byte lane of this row's mask in its 4-byte word at t = 0
+    __device__ __forceinline__ unsigned int mask_lane(const unsigned char* mask_pad) const {
+        return mask_pad ? static_cast<unsigned int>(reinterpret_cast<unsigned long long>(mask_pad + b)) & 3u : 0u;
+    }
 };
 
 // ---- forward ----
@@ -428,7 +432,7 @@ struct Forward {
     long long u_read, x_read, m_read;  // element offsets of the next step to copy (plane u0 for U)
     long long x_write;                 // offset of the next step to compute in (T, B, d)
     unsigned int flip;                 // 1 when the U and x offsets change parity from one step to the next
-    unsigned int up_u0, up_u1, up_u2, up_x;  // Stage::upper of each stream at t = 0
+    unsigned int up[4];                // Lanes::upper of the streams u0, u1, u2, x at t = 0
     unsigned int mask_lane0;           // (address of mask_pad[b]) mod 4
     ColumnParams<A> p[L];
     A c[L];                            // the running states
@@ -467,11 +471,10 @@ struct Forward {
                                                       (mask_lane0 + static_cast<unsigned int>(t) *
                                                                         static_cast<unsigned int>(B)) & 3u)
                                           : false;
-                A u0[L], u1[L], u2[L], x_t[L], h_t[L];
-                Ln::read(slots.slot(stage, i, 0), up_u0 ^ tf, u0);
-                Ln::read(slots.slot(stage, i, 1), up_u1 ^ tf, u1);
-                Ln::read(slots.slot(stage, i, 2), up_u2 ^ tf, u2);
-                Ln::read(slots.slot(stage, i, 3), up_x ^ tf, x_t);
+                A in[4][L], h_t[L];
+#pragma unroll
+                for (int v = 0; v < 4; ++v) Ln::read(slots.slot(stage, i, v), up[v] ^ tf, in[v]);
+                const A(&u0)[L] = in[0], (&u1)[L] = in[1], (&u2)[L] = in[2], (&x_t)[L] = in[3];
 #pragma unroll
                 for (int l = 0; l < L; ++l) {
                     const A f = sigmoid(u1[l] + p[l].v_f * c[l] + p[l].b_f);
@@ -510,12 +513,10 @@ sru_forward(const S* U, const S* x, const A* weight_c, const A* bias, const A* c
     f.m_read = at.b;
     f.x_write = at.col;
     f.flip = static_cast<unsigned int>(f.Bd & 1);
-    f.up_u0 = Ln::upper(U + f.u_read);
-    f.up_u1 = Ln::upper(U + f.u_read + d);
-    f.up_u2 = Ln::upper(U + f.u_read + 2 * d);
-    f.up_x = Ln::upper(x + at.col);
-    f.mask_lane0 = mask_pad ? static_cast<unsigned int>(reinterpret_cast<unsigned long long>(mask_pad + at.b)) & 3u
-                            : 0u;
+    const S* const first[4] = {U + f.u_read, U + f.u_read + d, U + f.u_read + 2 * d, x + at.col};
+#pragma unroll
+    for (int v = 0; v < 4; ++v) f.up[v] = Ln::upper(first[v]);
+    f.mask_lane0 = at.mask_lane(mask_pad);
 #pragma unroll
     for (int l = 0; l < L; ++l) {
         f.p[l] = ColumnParams<A>::load(weight_c, bias, dropout_mask, d, at.j + l, at.col + l);
@@ -550,7 +551,7 @@ struct Backward {
     long long u_read, x_read, m_read;  // offsets of the next step to copy (steps run T-1, T-2, ..., 0)
     long long u_write, x_write;        // offsets of the next step to compute
     unsigned int flip;
-    unsigned int up_u0, up_u1, up_u2, up_x, up_gh;  // Stage::upper at t = 0
+    unsigned int up[5];  // Lanes::upper of the streams u0, u1, u2, x, grad_h at t = 0
     unsigned int mask_lane0;
     ColumnParams<A> p[L];
     A c_init[L];  // c_{-1}: c0, or zero
@@ -595,12 +596,10 @@ struct Backward {
                                                       (mask_lane0 + static_cast<unsigned int>(t) *
                                                                         static_cast<unsigned int>(B)) & 3u)
                                           : false;
-                A u0[L], u1[L], u2[L], x_t[L], gh[L], g_u0[L], g_u1[L], g_u2[L], g_x[L];
-                Ln::read(slots.slot(stage, i, 0), up_u0 ^ tf, u0);
-                Ln::read(slots.slot(stage, i, 1), up_u1 ^ tf, u1);
-                Ln::read(slots.slot(stage, i, 2), up_u2 ^ tf, u2);
-                Ln::read(slots.slot(stage, i, 3), up_x ^ tf, x_t);
-                Ln::read(slots.slot(stage, i, 4), up_gh ^ tf, gh);
+                A in[5][L], g_u0[L], g_u1[L], g_u2[L], g_x[L];
+#pragma unroll
+                for (int v = 0; v < 5; ++v) Ln::read(slots.slot(stage, i, v), up[v] ^ tf, in[v]);
+                const A(&u0)[L] = in[0], (&u1)[L] = in[1], (&u2)[L] = in[2], (&x_t)[L] = in[3], (&gh)[L] = in[4];
 #pragma unroll
                 for (int l = 0; l < L; ++l) {
                     const A c_prev = t > 0 ? StA::read(slots.slot(stage, i, 5 + l), 0u) : c_init[l];
@@ -657,13 +656,10 @@ sru_backward(const S* U, const S* x, const A* weight_c, const A* bias, const A* 
     g.x_read = g.x_write = at.col + static_cast<long long>(T - 1) * g.Bd;
     g.m_read = at.b + static_cast<long long>(T - 1) * B;
     g.flip = static_cast<unsigned int>(g.Bd & 1);
-    g.up_u0 = Ln::upper(U + u0_offset);
-    g.up_u1 = Ln::upper(U + u0_offset + d);
-    g.up_u2 = Ln::upper(U + u0_offset + 2 * d);
-    g.up_x = Ln::upper(x + at.col);
-    g.up_gh = Ln::upper(grad_h + at.col);
-    g.mask_lane0 = mask_pad ? static_cast<unsigned int>(reinterpret_cast<unsigned long long>(mask_pad + at.b)) & 3u
-                            : 0u;
+    const S* const first[5] = {U + u0_offset, U + u0_offset + d, U + u0_offset + 2 * d, x + at.col, grad_h + at.col};
+#pragma unroll
+    for (int v = 0; v < 5; ++v) g.up[v] = Ln::upper(first[v]);
+    g.mask_lane0 = at.mask_lane(mask_pad);
 #pragma unroll
     for (int l = 0; l < L; ++l) {
         g.p[l] = ColumnParams<A>::load(weight_c, bias, dropout_mask, d, at.j + l, at.col + l);
