@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import importlib.util
 import json
+import logging
 import math
 import os
 import random
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -116,6 +118,9 @@ def train(data: Path, precision: str, backend: str, args) -> dict:
     if args.device == "cpu":
         argv.append("--cpu")
     os.environ["SRUPP_BACKEND"] = backend
+    if not args.verbose:  # fairseq's INFO lines and hydra's deprecation warnings, per run
+        logging.getLogger().setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore")
     parser = options.get_training_parser()
     cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(parser, argv))
     start = time.monotonic()
@@ -155,6 +160,7 @@ def main(argv=None) -> int:
                    help="largest allowed |final loss - float32 final loss| in nats (default 0.05)")
     p.add_argument("--work", type=Path, default=None, help="folder for the corpus (default: a temp dir)")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--verbose", action="store_true", help="show fairseq's log of every run")
     args = p.parse_args(argv)
     if importlib.util.find_spec("fairseq") is None:
         p.error("fairseq is not importable: install fairseq-fixed (scripts/setup_env.sh), or on the "
@@ -180,17 +186,19 @@ def main(argv=None) -> int:
         write_stream_corpus(work / "text")
         binarize(work / "text", data)
 
+    device = torch.cuda.get_device_name() if on_gpu else "cpu"
     rows = []
     for backend in backends:
         runs = {}
         for precision in precisions:
             print(f"[precision] {backend} {precision}", flush=True)
             runs[precision] = train(data, precision, backend, args)
-            row = {"backend": backend, "precision": precision,
-                   **summarize(runs[precision], runs["fp32"], args.tolerance)}
-            rows.append(row)
+            rows.append({"backend": backend, "precision": precision,
+                         **summarize(runs[precision], runs["fp32"], args.tolerance)})
+            if args.json:  # after every run, so that a run cut short by a time limit still reports
+                args.json.write_text(json.dumps({"device": device, "updates": args.updates,
+                                                 "tolerance": args.tolerance, "rows": rows}, indent=2))
 
-    device = torch.cuda.get_device_name() if on_gpu else "cpu"
     print(f"\nfairseq-train, {args.updates} updates, srupp_lm d 512 d' 128 x 4, batch {BATCH}x{SEGMENT}, "
           f"{device}; tolerance {args.tolerance} nats on the mean of the last {LAST} losses")
     header = f"{'backend':>7} {'precision':>22} {'first':>6} {'final':>6} {'gap':>7} {'skipped':>7} " \
@@ -200,9 +208,6 @@ def main(argv=None) -> int:
         print(f"{r['backend']:>7} {r['precision']:>22} {r['first_loss']:6.3f} {r['final_loss']:6.3f} "
               f"{r['gap']:7.4f} {r['skipped']:7d} {r['state_dtype']:>8} {r['seconds']:6.1f}  "
               f"{'ok' if r['ok'] else 'FAIL'}")
-    if args.json:
-        args.json.write_text(json.dumps({"device": device, "updates": args.updates,
-                                         "tolerance": args.tolerance, "rows": rows}, indent=2))
     return 0 if all(r["ok"] for r in rows) else 1
 
 

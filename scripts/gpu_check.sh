@@ -92,8 +92,9 @@ echo "== gpu_amp_check.py ($(elapsed))"
 timeout 150 $PY scripts/gpu_amp_check.py --json "$OUT_DIR/gpu_amp_check.json" 2>&1 | tee "$OUT_DIR/gpu_amp_check.log"
 echo "== fairseq_precision_check.py ($(elapsed))"
 if $PY -c "import fairseq" 2>/dev/null; then
-    timeout 240 $PY scripts/fairseq_precision_check.py --json "$OUT_DIR/fairseq_precision.json" 2>&1 \
-        | grep -v "^20..-..-.. " | tee "$OUT_DIR/fairseq_precision.log"
+    timeout 240 $PY scripts/fairseq_precision_check.py --json "$OUT_DIR/fairseq_precision.json" \
+        >"$OUT_DIR/fairseq_precision.log" 2>&1
+    tail -n 14 "$OUT_DIR/fairseq_precision.log"
 else
     echo "!!!!!! NOT RUN: fairseq is not importable and .whl/ holds no fairseq wheel (scripts/device_wheels.sh)"
 fi
