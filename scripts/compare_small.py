@@ -459,7 +459,7 @@ def evaluate(key: str, result: Dict, size: Dict, data: Path, out: Path, args, ta
     log_path = out / "logs" / f"{tag}.eval.log"
     start = time.monotonic()
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env=tool_env(args.model_threads.get(key, args.threads)), cwd=str(REPO))
+                          env=tool_env(result["threads"]), cwd=str(REPO))
     log_path.write_text("$ " + shlex.join(cmd) + "\n" + proc.stdout)
     result["eval_seconds"] = round(time.monotonic() - start, 2)
     result["eval_command"] = cmd

@@ -20,6 +20,7 @@ Usage: python scripts/fairseq_precision_check.py [--device cuda|cpu] [--updates 
 """
 import argparse
 import contextlib
+import importlib
 import importlib.util
 import json
 import logging
@@ -118,9 +119,6 @@ def train(data: Path, precision: str, backend: str, args) -> dict:
     if args.device == "cpu":
         argv.append("--cpu")
     os.environ["SRUPP_BACKEND"] = backend
-    if not args.verbose:  # fairseq's INFO lines and hydra's deprecation warnings, per run
-        logging.getLogger().setLevel(logging.WARNING)
-        warnings.filterwarnings("ignore")
     parser = options.get_training_parser()
     cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(parser, argv))
     start = time.monotonic()
@@ -186,6 +184,10 @@ def main(argv=None) -> int:
         write_stream_corpus(work / "text")
         binarize(work / "text", data)
 
+    if not args.verbose:  # fairseq's INFO lines (set up when fairseq_cli.train is imported) and warnings
+        importlib.import_module("fairseq_cli.train")
+        logging.getLogger().setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore")
     device = torch.cuda.get_device_name() if on_gpu else "cpu"
     rows = []
     for backend in backends:

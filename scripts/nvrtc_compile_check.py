@@ -59,7 +59,7 @@ def compile_for(nvrtc, source: bytes, names: list, arch: str) -> tuple:
         return status, "nvrtcCreateProgram failed", 0
     for name in names:
         nvrtc.nvrtcAddNameExpression(program, name.encode())
-    options = [f"-DSRUPP_BLOCK_THREADS={launcher.BLOCK_THREADS}", f"--gpu-architecture={arch}", "-std=c++17"]
+    options = [*launcher.NVRTC_OPTIONS, f"--gpu-architecture={arch}", "-std=c++17"]
     array = (ctypes.c_char_p * len(options))(*(o.encode() for o in options))
     status = nvrtc.nvrtcCompileProgram(program, len(options), array)
     size = ctypes.c_size_t()
@@ -81,11 +81,12 @@ def main(argv=None) -> int:
     path = args.lib or find_nvrtc()
     if not path:
         p.error("NVRTC not found: pip install nvidia-cuda-nvrtc, or pass --lib /path/to/libnvrtc.so")
+    if not os.path.isfile(path) and os.sep in path:
+        p.error(f"--lib {path}: no such file; point it at libnvrtc.so (e.g. .../nvidia/cu13/lib/libnvrtc.so.13)")
     # NVRTC loads libnvrtc-builtins from its own folder only through the loader's search path
-    builtins = glob.glob(os.path.join(os.path.dirname(path), "libnvrtc-builtins.so*"))
-    for lib in sorted(builtins, key=lambda f: ".alt." in f):
-        ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
-        break
+    builtins = [f for f in glob.glob(os.path.join(os.path.dirname(path), "libnvrtc-builtins.so*")) if ".alt." not in f]
+    if builtins:
+        ctypes.CDLL(builtins[0], mode=ctypes.RTLD_GLOBAL)
     nvrtc = ctypes.CDLL(path)
     source = launcher._kernel_source().encode()
     names = kernel_names()

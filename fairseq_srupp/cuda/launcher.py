@@ -54,6 +54,7 @@ BLOCK_THREADS = 64  # threads per block (one per column); small blocks spread B*
 # (scripts/bench_recurrence.py --sweep); the backward falls back to 4 x 2 for grids too large for one wave
 FORWARD_CONFIGS = ((4, 3),)
 BACKWARD_CONFIGS = ((4, 3), (4, 2))
+NVRTC_OPTIONS = (f"-DSRUPP_BLOCK_THREADS={BLOCK_THREADS}",)  # what the kernel source needs defined
 DOUBLE_CONFIG = (2, 2)  # float64 exists for gradcheck; speed does not matter
 # shared-memory words per step and thread: u0 u1 u2 x [grad_h c_{t-1}]; the two-column kernels hold two 16-bit
 # elements in a word and c_{t-1} of both columns in two
@@ -130,7 +131,7 @@ def _compiled(device_index: int, dtype: torch.dtype, direction: str,
     names = [kernel_name(direction, dtype, config) for config in configs]
     kernels = {}
     with cupy.cuda.Device(device_index):
-        module = cupy.RawModule(code=_kernel_source(), options=(f"-DSRUPP_BLOCK_THREADS={BLOCK_THREADS}",),
+        module = cupy.RawModule(code=_kernel_source(), options=NVRTC_OPTIONS,
                                 name_expressions=names)
         for config, name in zip(configs, names):
             function = module.get_function(name)

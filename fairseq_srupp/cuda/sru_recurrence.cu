@@ -228,8 +228,11 @@ __device__ __forceinline__ void copy_mask(smem_ptr dst, const unsigned char* p, 
 }
 
 // byte_lane: address of the mask byte mod 4
-__device__ __forceinline__ bool read_mask(const unsigned int* slot, unsigned int byte_lane) {
-    return ((*slot >> (8u * byte_lane)) & 0xffu) != 0u;
+// mask_pad[t][b] from its landed slot; lane0 = (address of mask_pad[0][b]) mod 4, so the byte sits in lane
+// (lane0 + t * B) mod 4 of the word
+__device__ __forceinline__ bool read_mask(const unsigned int* slot, unsigned int lane0, int t, int B) {
+    const unsigned int lane = (lane0 + static_cast<unsigned int>(t) * static_cast<unsigned int>(B)) & 3u;
+    return ((*slot >> (8u * lane)) & 0xffu) != 0u;
 }
 
 // ---- per-thread slots ----
@@ -467,10 +470,7 @@ struct Forward {
                 const unsigned int tf = static_cast<unsigned int>(t) & flip;
                 // Branch-free: a padded step computes and then discards its values (selects, so a NaN in
                 // padded U or x cannot leak into c).
-                const bool pad = mask_pad ? read_mask(slots.mask_slot(stage, i),
-                                                      (mask_lane0 + static_cast<unsigned int>(t) *
-                                                                        static_cast<unsigned int>(B)) & 3u)
-                                          : false;
+                const bool pad = mask_pad && read_mask(slots.mask_slot(stage, i), mask_lane0, t, B);
                 A in[4][L], h_t[L];
 #pragma unroll
                 for (int v = 0; v < 4; ++v) Ln::read(slots.slot(stage, i, v), up[v] ^ tf, in[v]);
@@ -592,10 +592,7 @@ struct Backward {
                 const unsigned int tf = static_cast<unsigned int>(t) & flip;
                 // Branch-free as in the forward: a padded step passes the carry through and writes zero
                 // gradients (selects, so values read at padded steps cannot leak into the carry).
-                const bool pad = mask_pad ? read_mask(slots.mask_slot(stage, i),
-                                                      (mask_lane0 + static_cast<unsigned int>(t) *
-                                                                        static_cast<unsigned int>(B)) & 3u)
-                                          : false;
+                const bool pad = mask_pad && read_mask(slots.mask_slot(stage, i), mask_lane0, t, B);
                 A in[5][L], g_u0[L], g_u1[L], g_u2[L], g_x[L];
 #pragma unroll
                 for (int v = 0; v < 5; ++v) Ln::read(slots.slot(stage, i, v), up[v] ^ tf, in[v]);
