@@ -9,7 +9,7 @@ from fairseq.modules import AdaptiveSoftmax
 from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 from torch import Tensor, nn
 
-from ..modules import SRUppLayer, TXLAdaptiveLogSoftmax
+from ..modules import SRUppLayer, TXLAdaptiveLogSoftmax, compile_layer
 from .config import attention_layers, parse_cutoffs
 from .stream_state import LayerState, StreamSlot, StreamState, reorder_state
 
@@ -41,7 +41,9 @@ class SRUppDecoder(FairseqIncrementalDecoder):
                 cfg.attention_dropout, cfg.highway_bias, cfg.cell_layer_norm,
                 not cfg.no_attn_layer_norm, recurrence_dropout=i < cfg.num_layers - 1,
             )
-            if cfg.checkpoint_activations:
+            if getattr(cfg, "compile", False):  # absent in older checkpoints
+                compile_layer(layer)
+            if cfg.checkpoint_activations or cfg.offload_activations:  # offloading implies it
                 layer = checkpoint_wrapper(layer, offload_to_cpu=cfg.offload_activations)
             self.layers.append(layer)
         self.adaptive_softmax = None
