@@ -15,8 +15,10 @@ import pytest
 import torch
 import torch._inductor.config as inductor_config
 
-from conftest import REPO, USER_DIR, binarize, write_corpus
-from fairseq_srupp.modules import SRUppAttention, SRUppLayer, SRUppProjectedLinear, sru_recurrence
+from conftest import REPO, USER_DIR, DictionaryTask, binarize, make_dictionary, write_corpus
+from fairseq_srupp.models.config import SRUppLMConfig
+from fairseq_srupp.models.srupp_lm import SRUppLanguageModel
+from fairseq_srupp.modules import SRUppAttention, SRUppLayer, SRUppProjectedLinear, sru_recurrence, srupp_layer
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -131,6 +133,49 @@ def test_module_captures_in_one_graph(case):
         order = ["x", "memory", "key_padding"]
     args = [given[n] if n in names.split() else None for n in order]
     assert_compiled_matches_eager(WithWindow(module, window), args, "aot_eager")
+
+
+# ---------------------------------------------------------------- the decoder with --compile
+def stream_losses_and_grads(model, tokens, amp):
+    """Three training segments of 6 tokens with the state carried: losses and parameter gradients."""
+    model.train()
+    losses = []
+    for i in range(3):
+        torch.manual_seed(i)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            logits = model(tokens[:, 6 * i: 6 * i + 6], segment_index=i)[0]
+            loss = logits.float().logsumexp(-1).mean() - logits.float().mean()
+        loss.backward()
+        losses.append(loss.detach())
+    return torch.stack(losses), [p.grad for p in model.parameters()]
+
+
+@pytest.mark.parametrize("options,amp", [({}, False), ({"checkpoint_activations": True}, False),
+                                         ({"offload_activations": True}, False), ({}, True)],
+                         ids=["plain", "checkpoint", "offload", "bf16-autocast"])
+def test_decoder_compiled_equals_eager(options, amp, monkeypatch):
+    monkeypatch.setattr(srupp_layer, "COMPILE_BACKEND", "aot_eager")
+    from torch._dynamo.utils import counters
+
+    def build(compile):
+        torch.manual_seed(0)
+        cfg = SRUppLMConfig(hidden_dim=16, proj_dim=8, num_layers=3, attention_every=2, dropout=0.1,
+                            attention_dropout=0.1, embed_dropout=0.1, mem_len=6, max_target_positions=None,
+                            compile=compile, **options)
+        return SRUppLanguageModel.build_model(cfg, DictionaryTask(make_dictionary(30)))
+
+    eager, compiled = build(False), build(True)
+    if options:  # --offload-activations implies checkpointing
+        assert all(hasattr(layer, "precheckpoint_forward") for layer in compiled.decoder.layers)
+    tokens = torch.randint(4, 34, (3, 18), generator=torch.Generator().manual_seed(0))
+    counters.clear()
+    want_losses, want_grads = stream_losses_and_grads(eager, tokens, amp)
+    got_losses, got_grads = stream_losses_and_grads(compiled, tokens, amp)
+    assert counters["stats"]["unique_graphs"] > 0 and not counters["graph_break"]
+    tol = dict(rtol=1e-2, atol=1e-4) if amp else TOL  # bf16 matrix products may round differently
+    torch.testing.assert_close(got_losses, want_losses, **tol)
+    for got, want in zip(got_grads, want_grads):
+        torch.testing.assert_close(got, want, **tol)
 
 
 # ---------------------------------------------------------------- fairseq-train --compile

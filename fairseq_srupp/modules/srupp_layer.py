@@ -117,6 +117,7 @@ class SRUppLayer(nn.Module):
 # a shorter last segment (after which the length is dynamic), and the same in evaluation. Dynamo's default of
 # 8 would silently send the rest to eager.
 RECOMPILE_LIMIT = 32
+COMPILE_BACKEND = "inductor"  # tests swap in "aot_eager" (the same capture, no C++ build)
 
 
 def compile_layer(layer: SRUppLayer) -> SRUppLayer:
@@ -125,5 +126,5 @@ def compile_layer(layer: SRUppLayer) -> SRUppLayer:
     share their compiled code (their parameters are graph inputs). Raises dynamo's recompile limit to
     RECOMPILE_LIMIT (it is global). Returns the layer."""
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-    layer.forward = torch.compile(layer.forward, fullgraph=True)
+    layer.forward = torch.compile(layer.forward, backend=COMPILE_BACKEND, fullgraph=True)
     return layer
