@@ -29,6 +29,11 @@ setup(
         "cuda": ["cupy-cuda12x"],
         "test": ["pytest", "matplotlib"],
     },
+    entry_points={
+        "console_scripts": [
+            "srupp-convert-checkpoint = fairseq_srupp.conversion.cli:main",
+        ],
+    },
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
