@@ -26,7 +26,8 @@ def attend(q: Tensor, k: Tensor, v: Tensor, allowed: Optional[Tensor], causal: b
         allowed = segment_attention_mask(q.shape[2], 0, None, q.device)
     scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))
     probs = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
-    probs = F.dropout(probs, dropout_p, dropout_p > 0)
+    if dropout_p > 0:  # a Python branch: under torch.compile dropout_p may be symbolic
+        probs = F.dropout(probs, dropout_p)
     return torch.matmul(probs.to(v.dtype), v)
 
 
