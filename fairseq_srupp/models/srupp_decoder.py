@@ -174,10 +174,12 @@ class SRUppDecoder(FairseqIncrementalDecoder):
 
     def _next_memory(self, i: int, memory: Optional[Tensor], x: Tensor) -> Optional[Tensor]:
         """The last mem_len inputs of layer i, (M, B, d); None for layers without attention."""
-        if not self.attention_flags[i] or self.cfg.mem_len == 0:
+        mem_len = self.cfg.mem_len
+        if not self.attention_flags[i] or mem_len == 0:
             return None
-        joined = x if memory is None else torch.cat([memory, x], dim=0)
-        return joined[-self.cfg.mem_len:]
+        if memory is None or mem_len <= x.shape[0]:  # x alone covers it: a view, no copy
+            return x[-mem_len:]
+        return torch.cat([memory[x.shape[0] - mem_len:], x], dim=0)
 
     def output_layer(self, features: Tensor) -> Tensor:
         """features (B, T, d) -> logits (B, T, V); identity with an adaptive softmax."""

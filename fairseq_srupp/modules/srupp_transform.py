@@ -92,8 +92,10 @@ class SRUppAttention(nn.Module):
         -> (L, B, d_out)."""
         L, B, _ = x.shape
         M = 0 if memory is None else memory.shape[0]
-        z = self.linear1(x if memory is None else torch.cat([memory, x], dim=0))
-        q = z[M:]
+        # memory and x projected apart: the concatenation copies d'-wide rows instead of d-wide ones, and
+        # the backward computes no input gradient for the (detached) memory
+        q = self.linear1(x)
+        z = q if memory is None else torch.cat([self.linear1(memory), q], dim=0)
         k, v = self.linear2(z).chunk(2, dim=-1)
         if M == 0 and window is None and key_padding is None:
             allowed, causal = None, True  # lets fused attention use its causal kernels
