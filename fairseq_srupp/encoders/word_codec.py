@@ -35,9 +35,12 @@ class WordCodec:
         return self.tokenizer.tokenize(line, aggressive_dash_splits=True, return_str=True,
                                        escape=False)
 
-    def encode_line(self, line: str) -> str:
-        tokens = self.tokenize(line)
+    def apply_bpe(self, tokens: str) -> str:
+        """Tokenized text -> BPE sub-words (unchanged without codes)."""
         return self.bpe.process_line(tokens) if self.bpe is not None else tokens
+
+    def encode_line(self, line: str) -> str:
+        return self.apply_bpe(self.tokenize(line))
 
     def decode_line(self, symbols: str) -> str:
         if self.bpe is not None:
