@@ -1,4 +1,4 @@
-"""scripts/convert_sru_checkpoint.py: the authors' SRU++ checkpoints -> fairseq `srupp_lm`.
+"""scripts/tools/convert_sru_checkpoint.py: the authors' SRU++ checkpoints -> fairseq `srupp_lm`.
 
 For the enwik8, WikiText-103 and Billion Word layouts a small state_dict is built with the
 authors' key names and shapes (SPEC.md 1.10) and random values, converted, loaded back through
@@ -25,7 +25,7 @@ from fairseq import checkpoint_utils  # noqa: E402
 from fairseq.data import Dictionary  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location(
-    "convert_sru_checkpoint", os.path.join(ROOT, "scripts", "convert_sru_checkpoint.py"))
+    "convert_sru_checkpoint", os.path.join(ROOT, "scripts", "tools", "convert_sru_checkpoint.py"))
 conv = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(conv)
 

@@ -4,15 +4,15 @@
 # at most the 96 previous positions (the README evaluates with --eval_unroll_size 96), with the
 # recurrent state carried through the whole file. Prints the word-level perplexity.
 #
-#   usage: scripts/eval_lm1b.sh DATA_BIN CHECKPOINT [extra fairseq-eval-lm options...]
+#   usage: scripts/recipes/eval_lm1b.sh DATA_BIN CHECKPOINT [extra fairseq-eval-lm options...]
 #
 # Expected test perplexity: base (328M) 25.1; large (465M, attention in layers 5 and 10) 23.5.
-# The checkpoint may come from scripts/train_lm1b.sh or scripts/convert_sru_checkpoint.py.
+# The checkpoint may come from scripts/recipes/train_lm1b.sh or scripts/tools/convert_sru_checkpoint.py.
 #
 # Environment: SUBSET (test | valid), WINDOW (default 96), LOG, PYTHON, USER_DIR, DRY_RUN=1
-# (see scripts/eval_enwik8.sh).
+# (see scripts/recipes/eval_enwik8.sh).
 set -euo pipefail
-# shellcheck source=scripts/train_eval_common.sh
+# shellcheck source=scripts/recipes/train_eval_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/train_eval_common.sh"
 
 [ $# -ge 2 ] || die "usage: $PROG DATA_BIN CHECKPOINT [extra fairseq-eval-lm options...]"
@@ -22,7 +22,7 @@ shift 2
 SUBSET="${SUBSET:-test}"
 WINDOW="${WINDOW:-96}"
 check_data "$DATA" \
-  "prepare it with scripts/prepare_lm1b.sh 1-billion-word-language-modeling-benchmark-r13output OUT and pass OUT/data-bin" \
+  "prepare it with scripts/data/prepare_lm1b.sh 1-billion-word-language-modeling-benchmark-r13output OUT and pass OUT/data-bin" \
   "$SUBSET"
 check_python
 LOG="${LOG:-$(dirname "$CKPT")/eval_lm1b_$SUBSET.log}"

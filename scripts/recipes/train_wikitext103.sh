@@ -2,13 +2,13 @@
 # Train SRU++ on WikiText-103 with the authors' recipe (asappresearch/sru
 # experiments/srupp_experiments/train_wt103.py; SPEC.md 3.1-3.4).
 #
-#   usage: scripts/train_wikitext103.sh DATA_BIN [extra fairseq-train options...]
-#   e.g.   scripts/prepare_wikitext103.sh wikitext-103-v1.zip data/wt103
-#          VARIANT=base scripts/train_wikitext103.sh data/wt103/data-bin
-#          scripts/eval_wikitext103.sh data/wt103/data-bin checkpoints/wt103_base/checkpoint_best.pt
+#   usage: scripts/recipes/train_wikitext103.sh DATA_BIN [extra fairseq-train options...]
+#   e.g.   scripts/data/prepare_wikitext103.sh wikitext-103-v1.zip data/wt103
+#          VARIANT=base scripts/recipes/train_wikitext103.sh data/wt103/data-bin
+#          scripts/recipes/eval_wikitext103.sh data/wt103/data-bin checkpoints/wt103_base/checkpoint_best.pt
 #
 # Expected (test set, fairseq-eval-lm with a 2560-token attention window as in
-# scripts/eval_wikitext103.sh; ANCHORS.md):
+# scripts/recipes/eval_wikitext103.sh; ANCHORS.md):
 #   VARIANT   --arch                          d / d'       params  authors' test ppl  authors' cost
 #   base      srupp_lm_wiki103_base_txl       3072 / 768   148M    18.3 (dev 17.5)    8 GPU-days
 #   large     srupp_lm_wiki103_large_txl      5952 / 744   234M    17.1 (dev 16.4)    15 GPU-days
@@ -33,7 +33,7 @@
 # a batch whose gradients overflow, as torch's GradScaler does); seed 1234; dev every 8000
 # updates, best checkpoint kept.
 #
-# Fewer GPUs and several nodes: as in scripts/train_enwik8.sh. With G GPUs each GPU gets 64/G
+# Fewer GPUs and several nodes: as in scripts/recipes/train_enwik8.sh. With G GPUs each GPU gets 64/G
 # streams and --update-freq 1, which keeps the authors' 64 streams and data order exactly;
 # UPDATE_FREQ=k (64/(G*k) streams per GPU) trains on k times fewer, longer streams with k
 # consecutive segments per update, which is not the authors' setup; try --checkpoint-activations
@@ -41,16 +41,16 @@
 #
 # Environment: VARIANT (base | large | large_k5), ADAPTIVE (txl | fairseq), SAVE_DIR, NGPUS,
 # NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT, LAUNCHER, UPDATE_FREQ, BATCH_SIZE, PYTHON,
-# USER_DIR, DRY_RUN=1: see scripts/train_eval_common.sh. Extra arguments go to fairseq-train last.
+# USER_DIR, DRY_RUN=1: see scripts/recipes/train_eval_common.sh. Extra arguments go to fairseq-train last.
 set -euo pipefail
-# shellcheck source=scripts/train_eval_common.sh
+# shellcheck source=scripts/recipes/train_eval_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/train_eval_common.sh"
 
 [ $# -ge 1 ] || die "usage: $PROG DATA_BIN [extra fairseq-train options...]"
 DATA="$1"
 shift
 check_data "$DATA" \
-  "prepare it with scripts/prepare_wikitext103.sh wikitext-103-v1.zip OUT and pass OUT/data-bin" \
+  "prepare it with scripts/data/prepare_wikitext103.sh wikitext-103-v1.zip OUT and pass OUT/data-bin" \
   train valid
 check_python
 

@@ -3,7 +3,7 @@
 experiments/srupp_experiments: enwik8, WikiText-103, Billion Word) into a fairseq checkpoint of
 the `srupp_lm` model of fairseq_srupp.
 
-    python scripts/convert_sru_checkpoint.py --src wt103_large.pt --src-vocab wt103_vocab.txt \\
+    python scripts/tools/convert_sru_checkpoint.py --src wt103_large.pt --src-vocab wt103_vocab.txt \\
         --dict data-bin/wikitext-103/dict.txt --arch srupp_lm_wiki103_large_txl --out srupp.pt
     fairseq-eval-lm data-bin/wikitext-103 --path srupp.pt --user-dir fairseq_srupp ...
 
@@ -72,7 +72,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 UNMAPPED_LOGIT = -1.0e4
 PLAIN, TXL = "enwik8 (plain embedding / output layer)", "Transformer-XL adaptive"
 

@@ -2,12 +2,12 @@
 # Train SRU++ on the One Billion Word benchmark with the authors' recipe (asappresearch/sru
 # experiments/srupp_experiments/train_lm1b.py; SPEC.md 3.1-3.4).
 #
-#   usage: scripts/train_lm1b.sh DATA_BIN [extra fairseq-train options...]
-#   e.g.   LM1B_VOCAB=1b_word_vocab.txt scripts/prepare_lm1b.sh 1-billion-word-... data/lm1b
-#          VARIANT=base scripts/train_lm1b.sh data/lm1b/data-bin
-#          scripts/eval_lm1b.sh data/lm1b/data-bin checkpoints/lm1b_base/checkpoint_best.pt
+#   usage: scripts/recipes/train_lm1b.sh DATA_BIN [extra fairseq-train options...]
+#   e.g.   LM1B_VOCAB=1b_word_vocab.txt scripts/data/prepare_lm1b.sh 1-billion-word-... data/lm1b
+#          VARIANT=base scripts/recipes/train_lm1b.sh data/lm1b/data-bin
+#          scripts/recipes/eval_lm1b.sh data/lm1b/data-bin checkpoints/lm1b_base/checkpoint_best.pt
 #
-# Expected (test = heldout-00000, fairseq-eval-lm with a 96-token window as in scripts/eval_lm1b.sh):
+# Expected (test = heldout-00000, fairseq-eval-lm with a 96-token window as in scripts/recipes/eval_lm1b.sh):
 #   VARIANT   --arch                     d / d'        attention       params  authors' test ppl
 #   base      srupp_lm_lm1b_base_txl     4096 / 1024   every layer     328M    25.1
 #   large     srupp_lm_lm1b_large_txl    7616 / 1024   layers 5, 10    465M    23.5
@@ -28,10 +28,10 @@
 # seed 1234; dev every 8000 updates on 8 streams, best checkpoint kept.
 # Differences from the authors' data pipeline: they shuffle the sentences within each training
 # file and never reset the state (their stream is endless); here the training text is read in
-# file order (scripts/prepare_lm1b.sh) and each epoch (about 12k updates for base) starts the
+# file order (scripts/data/prepare_lm1b.sh) and each epoch (about 12k updates for base) starts the
 # streams from zero state.
 #
-# Fewer GPUs and several nodes: as in scripts/train_enwik8.sh. With G GPUs each GPU gets 1024/G
+# Fewer GPUs and several nodes: as in scripts/recipes/train_enwik8.sh. With G GPUs each GPU gets 1024/G
 # (1536/G) streams and --update-freq 1, which keeps the authors' streams and data order exactly;
 # UPDATE_FREQ=k trains on k times fewer, longer streams with k consecutive segments per update,
 # which is not the same; try --checkpoint-activations first. Several nodes: NNODES=N NODE_RANK=i
@@ -39,16 +39,16 @@
 #
 # Environment: VARIANT (base | large), ADAPTIVE (txl | fairseq), SAVE_DIR, NGPUS, NNODES,
 # NODE_RANK, MASTER_ADDR, MASTER_PORT, LAUNCHER, UPDATE_FREQ, BATCH_SIZE, PYTHON, USER_DIR,
-# DRY_RUN=1: see scripts/train_eval_common.sh. Extra arguments go to fairseq-train last.
+# DRY_RUN=1: see scripts/recipes/train_eval_common.sh. Extra arguments go to fairseq-train last.
 set -euo pipefail
-# shellcheck source=scripts/train_eval_common.sh
+# shellcheck source=scripts/recipes/train_eval_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/train_eval_common.sh"
 
 [ $# -ge 1 ] || die "usage: $PROG DATA_BIN [extra fairseq-train options...]"
 DATA="$1"
 shift
 check_data "$DATA" \
-  "prepare it with scripts/prepare_lm1b.sh 1-billion-word-language-modeling-benchmark-r13output OUT and pass OUT/data-bin" \
+  "prepare it with scripts/data/prepare_lm1b.sh 1-billion-word-language-modeling-benchmark-r13output OUT and pass OUT/data-bin" \
   train valid
 check_python
 

@@ -1,5 +1,5 @@
 # shellcheck shell=bash disable=SC2034  # (LAUNCH, DIST, EVAL_* are read by the sourcing script)
-# Shared helpers of scripts/train_*.sh and scripts/eval_*.sh. Source it; don't run it.
+# Shared helpers of scripts/recipes/train_*.sh and scripts/recipes/eval_*.sh. Source it; don't run it.
 #
 # Environment understood by every recipe:
 #   PYTHON       interpreter with torch + fairseq (default: python3; the repo's .venv if active)
@@ -16,7 +16,7 @@
 RECIPE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PROG="$(basename "$0")"
 PYTHON="${PYTHON:-python3}"
-USER_DIR="${USER_DIR:-$(cd "$RECIPE_DIR/../fairseq_srupp" && pwd)}"
+USER_DIR="${USER_DIR:-$(cd "$RECIPE_DIR/../../fairseq_srupp" && pwd)}"
 
 die() {
   echo "$PROG: error: $*" >&2

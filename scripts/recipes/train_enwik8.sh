@@ -2,12 +2,12 @@
 # Train SRU++ on enwik8 with the authors' recipe (asappresearch/sru experiments/srupp_experiments
 # train_enwik8.py; SPEC.md 3.2-3.4).
 #
-#   usage: scripts/train_enwik8.sh DATA_BIN [extra fairseq-train options...]
-#   e.g.   scripts/prepare_enwik8.sh enwik8.zip data/enwik8
-#          VARIANT=base scripts/train_enwik8.sh data/enwik8/data-bin
-#          scripts/eval_enwik8.sh data/enwik8/data-bin checkpoints/enwik8_base/checkpoint_best.pt
+#   usage: scripts/recipes/train_enwik8.sh DATA_BIN [extra fairseq-train options...]
+#   e.g.   scripts/data/prepare_enwik8.sh enwik8.zip data/enwik8
+#          VARIANT=base scripts/recipes/train_enwik8.sh data/enwik8/data-bin
+#          scripts/recipes/eval_enwik8.sh data/enwik8/data-bin checkpoints/enwik8_base/checkpoint_best.pt
 #
-# Expected (test set, fairseq-eval-lm as in scripts/eval_enwik8.sh; ANCHORS.md):
+# Expected (test set, fairseq-eval-lm as in scripts/recipes/eval_enwik8.sh; ANCHORS.md):
 #   VARIANT   --arch                  d / d'      params  authors' test bpc   authors' cost
 #   base      srupp_lm_enwik8_base    3072 / 768  108M    0.97 (README 0.974) 6 GPU-days (V100, fp16)
 #   large     srupp_lm_enwik8_large   6016 / 752  195M    0.95 (README 0.953) 13 GPU-days
@@ -46,15 +46,15 @@
 #
 # Environment: VARIANT (base | large), SAVE_DIR, NGPUS, NNODES, NODE_RANK, MASTER_ADDR,
 # MASTER_PORT, LAUNCHER, UPDATE_FREQ, BATCH_SIZE, PYTHON, USER_DIR, DRY_RUN=1 (print the command
-# only): see scripts/train_eval_common.sh. Extra arguments go to fairseq-train last, so they win.
+# only): see scripts/recipes/train_eval_common.sh. Extra arguments go to fairseq-train last, so they win.
 set -euo pipefail
-# shellcheck source=scripts/train_eval_common.sh
+# shellcheck source=scripts/recipes/train_eval_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/train_eval_common.sh"
 
 [ $# -ge 1 ] || die "usage: $PROG DATA_BIN [extra fairseq-train options...]"
 DATA="$1"
 shift
-check_data "$DATA" "prepare it with scripts/prepare_enwik8.sh enwik8.zip OUT and pass OUT/data-bin" \
+check_data "$DATA" "prepare it with scripts/data/prepare_enwik8.sh enwik8.zip OUT and pass OUT/data-bin" \
   train valid
 check_python
 
