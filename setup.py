@@ -29,6 +29,12 @@ setup(
         "cuda": ["cupy-cuda12x"],
         "test": ["pytest", "matplotlib"],
     },
+    entry_points={
+        "console_scripts": [
+            "srupp-prepare-text = fairseq_srupp.tools.prepare_text:cli_main",
+            "srupp-sample = fairseq_srupp.tools.sample_text:cli_main",
+        ],
+    },
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

@@ -10,6 +10,9 @@ subword-nmt for word models prepared by srupp-prepare-text; see the task's build
 from_pretrained is given tokenizer= / bpe= (checked against the model).
 """
 import copy
+import logging
+import warnings
+from contextlib import contextmanager
 from typing import Dict, List, Optional, Union
 
 import torch
@@ -20,6 +23,24 @@ from torch import Tensor
 
 from ..tasks.srupp_stream_lm import reset_stream_state
 from ..tasks.text_encoders import unknown_symbols, warn_unknown
+
+
+@contextmanager
+def quiet_fairseq():
+    """fairseq's and this package's INFO messages (and DataLoader's pin_memory warning) held
+    back: importing fairseq sets the root logger to DEBUG (its text_to_speech task calls
+    logging.basicConfig), so loading and sampling would otherwise print dozens of lines."""
+    loggers = [logging.getLogger(name) for name in ("fairseq", "fairseq_srupp")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*pin_memory.*")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 class SRUppHubInterface(GeneratorHubInterface):
@@ -83,7 +104,8 @@ class SRUppHubInterface(GeneratorHubInterface):
             if isinstance(prompt, str) and "\n" in prompt:
                 raise ValueError("a prompt is one line: the model's end of line </s> ends the "
                                  "generation; pass the text without newlines")
-        return super().sample(sentences, beam, verbose, **kwargs)
+        with quiet_fairseq():
+            return super().sample(sentences, beam, verbose, **kwargs)
 
     # ---------------------------------------------------------------- scoring
     def score(self, sentences: Union[str, List[str]], tokens_per_sample: Optional[int] = None,

@@ -1,6 +1,7 @@
 """The `srupp_lm` fairseq model: an SRU++ language model (Lei 2021)."""
 import logging
 import math
+from contextlib import nullcontext
 from typing import Dict
 
 import torch
@@ -89,7 +90,7 @@ class SRUppLanguageModel(FairseqLanguageModel):
 
     @classmethod
     def from_pretrained(cls, model_name_or_path, checkpoint_file="model.pt",
-                        data_name_or_path=".", **kwargs):
+                        data_name_or_path=".", quiet=True, **kwargs):
         """A trained model with raw-text `score` and `sample` (SRUppHubInterface).
 
         model_name_or_path: the checkpoint folder; checkpoint_file: its file name(s), colon
@@ -97,15 +98,16 @@ class SRUppLanguageModel(FairseqLanguageModel):
         the checkpoint folder when it starts with "."; further keyword arguments override the
         checkpoint's options (e.g. tokens_per_sample=..., bpe=..., cpu=True). This package is
         imported already, so user_dir is not needed. The loaded configuration is logged at
-        DEBUG level."""
+        DEBUG level; quiet=True also holds back fairseq's INFO messages while loading."""
         from fairseq import hub_utils
 
-        from .hub_interface import SRUppHubInterface
+        from .hub_interface import SRUppHubInterface, quiet_fairseq
 
-        loaded = hub_utils.from_pretrained(model_name_or_path, checkpoint_file,
-                                           data_name_or_path, archive_map=cls.hub_models(),
-                                           **kwargs)
-        logger.debug(loaded["args"])
+        with quiet_fairseq() if quiet else nullcontext():
+            loaded = hub_utils.from_pretrained(model_name_or_path, checkpoint_file,
+                                               data_name_or_path, archive_map=cls.hub_models(),
+                                               **kwargs)
+            logger.debug(loaded["args"])
         return SRUppHubInterface(loaded["args"], loaded["task"], loaded["models"])
 
     def reset_stream_state(self, mode=None) -> None:

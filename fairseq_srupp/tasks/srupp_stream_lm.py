@@ -138,13 +138,13 @@ class SRUppStreamLMTask(FairseqTask):
         """fairseq-interactive's prompts, one per input line; an empty one is an error and
         symbols outside the dictionary are reported (they are fed as <unk>)."""
         tokens = []
-        for number, line in enumerate(lines, 1):
+        for line in lines:
             symbols = encode_fn(line).split()
             if not symbols:
-                raise ValueError(f"input line {number} is empty: every line is a prompt to "
-                                 f"continue, give it at least one character or word")
+                raise ValueError("an input line is empty: every line is a prompt to continue, "
+                                 "give it at least one character or word")
             text_encoders.warn_unknown(
-                text_encoders.unknown_symbols(symbols, self.dictionary), f"input line {number}")
+                text_encoders.unknown_symbols(symbols, self.dictionary), f"prompt {line[:40]!r}")
             tokens.append(self.dictionary.encode_line(" ".join(symbols),
                                                       add_if_not_exist=False).long())
         return tokens, [t.numel() for t in tokens]
