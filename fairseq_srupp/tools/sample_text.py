@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--path", required=True, help="checkpoint file")
     ap.add_argument("--prompt", required=True, help="text to continue (one line, not empty)")
     ap.add_argument("--num-samples", type=int, default=3)
-    ap.add_argument("--max-tokens", type=int, default=200,
+    ap.add_argument("--max-tokens", "--max-bytes", type=int, default=200, dest="max_tokens",
                     help="new symbols per sample at most (bytes or sub-words)")
     ap.add_argument("--topk", type=int, default=10, help="top-k sampling (0 = off)")
     ap.add_argument("--topp", type=float, default=-1.0, help="top-p (nucleus) sampling if > 0")
