@@ -109,7 +109,7 @@ class SRUppHubInterface(GeneratorHubInterface):
 
     # ---------------------------------------------------------------- scoring
     def score(self, sentences: Union[str, List[str]], tokens_per_sample: Optional[int] = None,
-              batch_size: int = 8, **unused) -> Union[Dict[str, Tensor], List[Dict[str, Tensor]]]:
+              batch_size: int = 8) -> Union[Dict[str, Tensor], List[Dict[str, Tensor]]]:
         """Log-probabilities of every token of each text, the state carried from segment to
         segment of `tokens_per_sample` tokens (default: the task's --tokens-per-sample), the
         first token predicted from </s> as in fairseq-eval-lm. Texts are scored as independent
