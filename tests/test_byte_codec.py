@@ -91,3 +91,16 @@ def test_codec_imports_neither_torch_nor_fairseq():
     import subprocess
 
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("command", ["srupp-prepare-text", "srupp-sample"])
+def test_console_entry_points_have_help(command, capsys):
+    """setup.py's console scripts name the package's command lines, each with --help."""
+    import importlib
+    import re
+
+    target = re.search(rf'"{command} = ([\w.]+):(\w+)"', (REPO / "setup.py").read_text())
+    main = getattr(importlib.import_module(target.group(1)), target.group(2))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0 and f"usage: {command}" in capsys.readouterr().out

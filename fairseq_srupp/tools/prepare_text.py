@@ -94,6 +94,8 @@ def prepare(a: argparse.Namespace) -> List[str]:
         if lines == 0:
             raise TextError(f"--{split} {paths[split]} is empty")
     suffix, codes = ".tok", None
+    if os.path.exists(os.path.join(a.destdir, CODES_FILE)):  # of an earlier run (--force)
+        os.remove(os.path.join(a.destdir, CODES_FILE))
     if a.bpe_merges > 0:
         codes = CODES_FILE
         codes_path = os.path.join(a.destdir, codes)
