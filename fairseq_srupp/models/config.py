@@ -69,7 +69,14 @@ class SRUppLMConfig(FairseqDataclass):
     checkpoint_activations: bool = field(default=False, metadata={
         "help": "recompute each layer's activations in the backward pass to save memory"})
     offload_activations: bool = field(default=False, metadata={
-        "help": "with --checkpoint-activations, keep the saved layer inputs on the CPU"})
+        "help": "keep the saved layer inputs on the CPU; implies --checkpoint-activations (as in "
+                "fairseq's own LMs)"})
+    compile: bool = field(default=False, metadata={
+        "help": "compile each SRU++ layer with torch.compile (inductor, fullgraph) on its first "
+                "call: fused elementwise work around the matrix products and the recurrence op. "
+                "The first segments (and the last short one, and validation) pay a compile of "
+                "tens of seconds; fairseq-eval-lm takes it from the checkpoint (turn off with "
+                "--model-overrides '{\"compile\": False}')"})
     txl_adaptive: bool = field(default=False, metadata={
         "help": "Transformer-XL style adaptive input and log-softmax, as in the authors' "
                 "WikiText-103 / Billion Word models (head bias and cluster logits, per-cluster "

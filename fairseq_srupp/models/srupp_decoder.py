@@ -9,7 +9,7 @@ from fairseq.modules import AdaptiveSoftmax
 from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 from torch import Tensor, nn
 
-from ..modules import SRUppLayer, TXLAdaptiveLogSoftmax
+from ..modules import SRUppLayer, TXLAdaptiveLogSoftmax, compile_layer
 from .config import attention_layers, parse_cutoffs
 from .stream_state import LayerState, StreamSlot, StreamState, reorder_state
 
@@ -41,7 +41,9 @@ class SRUppDecoder(FairseqIncrementalDecoder):
                 cfg.attention_dropout, cfg.highway_bias, cfg.cell_layer_norm,
                 not cfg.no_attn_layer_norm, recurrence_dropout=i < cfg.num_layers - 1,
             )
-            if cfg.checkpoint_activations:
+            if getattr(cfg, "compile", False):  # absent in older checkpoints
+                compile_layer(layer)
+            if cfg.checkpoint_activations or cfg.offload_activations:  # offloading implies it
                 layer = checkpoint_wrapper(layer, offload_to_cpu=cfg.offload_activations)
             self.layers.append(layer)
         self.adaptive_softmax = None
@@ -172,10 +174,12 @@ class SRUppDecoder(FairseqIncrementalDecoder):
 
     def _next_memory(self, i: int, memory: Optional[Tensor], x: Tensor) -> Optional[Tensor]:
         """The last mem_len inputs of layer i, (M, B, d); None for layers without attention."""
-        if not self.attention_flags[i] or self.cfg.mem_len == 0:
+        mem_len = self.cfg.mem_len
+        if not self.attention_flags[i] or mem_len == 0:
             return None
-        joined = x if memory is None else torch.cat([memory, x], dim=0)
-        return joined[-self.cfg.mem_len:]
+        if memory is None or mem_len <= x.shape[0]:  # x alone covers it: a view, no copy
+            return x[-mem_len:]
+        return torch.cat([memory[x.shape[0] - mem_len:], x], dim=0)
 
     def output_layer(self, features: Tensor) -> Tensor:
         """features (B, T, d) -> logits (B, T, V); identity with an adaptive softmax."""

@@ -5,7 +5,7 @@ if __name__ == "modules":  # fairseq imported this folder itself through --user-
 from .attention_mask import segment_attention_mask
 from .recurrence import sru_recurrence
 from .recurrence_ref import sru_recurrence_ref
-from .srupp_layer import CELL_LAYER_NORM_CHOICES, SRUppLayer
+from .srupp_layer import CELL_LAYER_NORM_CHOICES, SRUppLayer, compile_layer
 from .srupp_transform import SRUppAttention, SRUppProjectedLinear
 from .txl_adaptive import UNMAPPED_LOG_PROB, TXLAdaptiveEmbedding, TXLAdaptiveLogSoftmax
 
@@ -17,6 +17,7 @@ __all__ = [
     "TXLAdaptiveEmbedding",
     "TXLAdaptiveLogSoftmax",
     "UNMAPPED_LOG_PROB",
+    "compile_layer",
     "segment_attention_mask",
     "sru_recurrence",
     "sru_recurrence_ref",

@@ -78,7 +78,7 @@ class SRUppLayer(nn.Module):
 
     def _dropout_mask(self, x: Tensor) -> Optional[Tensor]:
         """Variational mask (B, d), shared over time, scaled by 1/(1-p); None when off."""
-        if not (self.training and self.recurrence_dropout and self.dropout > 0):
+        if not (self.dropout > 0 and self.recurrence_dropout and self.training):  # fewest guards first
             return None
         keep = 1.0 - self.dropout
         mask = x.new_empty(x.shape[1], self.hidden_dim, dtype=torch.float32).bernoulli_(keep)
@@ -110,3 +110,21 @@ class SRUppLayer(nn.Module):
         if self.cell_layer_norm == "post":
             h = self.layer_norm(h)
         return h, c_last
+
+
+# Every SRU++ layer shares one code object, so dynamo's per-code cache holds the graphs of all of them: per
+# layer kind (attention or not, recurrence dropout or not) the first segment (no state yet), later segments,
+# a shorter last segment (after which the length is dynamic), and the same in evaluation. Dynamo's default of
+# 8 would silently send the rest to eager.
+RECOMPILE_LIMIT = 32
+COMPILE_BACKEND = "inductor"  # tests swap in "aot_eager" (the same capture, no C++ build)
+
+
+def compile_layer(layer: SRUppLayer) -> SRUppLayer:
+    """Compiles `layer`'s forward in place with torch.compile (inductor, fullgraph: a graph break is an
+    error, not a silent slowdown); the compile happens on the first call. Layers of one configuration
+    share their compiled code (their parameters are graph inputs). Raises dynamo's recompile limit to
+    RECOMPILE_LIMIT (it is global). Returns the layer."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    layer.forward = torch.compile(layer.forward, backend=COMPILE_BACKEND, fullgraph=True)
+    return layer

@@ -26,7 +26,8 @@ def attend(q: Tensor, k: Tensor, v: Tensor, allowed: Optional[Tensor], causal: b
         allowed = segment_attention_mask(q.shape[2], 0, None, q.device)
     scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))
     probs = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
-    probs = F.dropout(probs, dropout_p, dropout_p > 0)
+    if dropout_p > 0:  # a Python branch: under torch.compile dropout_p may be symbolic
+        probs = F.dropout(probs, dropout_p)
     return torch.matmul(probs.to(v.dtype), v)
 
 
@@ -91,8 +92,10 @@ class SRUppAttention(nn.Module):
         -> (L, B, d_out)."""
         L, B, _ = x.shape
         M = 0 if memory is None else memory.shape[0]
-        z = self.linear1(x if memory is None else torch.cat([memory, x], dim=0))
-        q = z[M:]
+        # memory and x projected apart: the concatenation copies d'-wide rows instead of d-wide ones, and
+        # the backward computes no input gradient for the (detached) memory
+        q = self.linear1(x)
+        z = q if memory is None else torch.cat([self.linear1(memory), q], dim=0)
         k, v = self.linear2(z).chunk(2, dim=-1)
         if M == 0 and window is None and key_padding is None:
             allowed, causal = None, True  # lets fused attention use its causal kernels

@@ -12,10 +12,13 @@ GPU time: `repeat` iterations queued back to back between two CUDA events, one s
 wall time of queueing those iterations, per iteration; when it is close to the GPU time, the layer is
 host-bound.
 
+--compile compiles both layers with torch.compile (the SRU++ layer as `--compile` does in fairseq-train,
+fairseq_srupp.modules.compile_layer); the warm-up iterations then include the compile.
+
 --profile prints the CUDA kernels of the SRU++ layer (CUDA kernel backend, --profile-dtype autocast) by GPU
 time per iteration (torch.profiler).
 
-Usage: python scripts/bench/bench_layer.py [--json PATH] [--dropout P] [--no-reference] [--profile]
+Usage: python scripts/bench/bench_layer.py [--json PATH] [--dropout P] [--no-reference] [--profile] [--compile]
 """
 import argparse
 import json
@@ -28,7 +31,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from fairseq_srupp.modules import SRUppLayer  # noqa: E402
+from fairseq_srupp.modules import SRUppLayer, compile_layer  # noqa: E402
 
 AUTOCAST_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -137,16 +140,20 @@ def main():
     parser.add_argument("--no-reference", action="store_true", help="skip the SRU++ layer on the reference loop")
     parser.add_argument("--profile", action="store_true", help="print the SRU++ layer's CUDA kernels by GPU time")
     parser.add_argument("--profile-dtype", choices=tuple(AUTOCAST_DTYPES), default="float16")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both layers (as --compile does)")
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_layer.py needs a CUDA device")
     torch.manual_seed(0)
     print(f"{torch.cuda.get_device_name()} | CUDA {torch.version.cuda} | torch {torch.__version__} | "
-          f"T={args.T} B={args.B} dropout={args.dropout}")
+          f"T={args.T} B={args.B} dropout={args.dropout} {'compiled' if args.compile else 'eager'}")
     srupp = SRUppLayer(3072, 3072, 768, num_heads=1, use_attention=True, dropout=args.dropout,
                        attention_dropout=args.dropout).cuda().train()
     transformer = CausalTransformerLayer(1024, 4096, 16, args.dropout, args.T, "cuda").train()
+    if args.compile:
+        compile_layer(srupp)
+        transformer.compile(fullgraph=True)
     print(f"{'layer':28s} {'autocast':>9} {'params':>9} {'GPU ms':>9} {'host ms':>9} {'peak MB':>9}")
     rows = []
     for dtype in AUTOCAST_DTYPES.values():
@@ -157,7 +164,8 @@ def main():
             rows.append(measure("SRU++ (reference loop)", srupp, 3072, args, dtype, repeat=2))
         os.environ["SRUPP_BACKEND"] = "auto"
         rows.append(measure("TransformerEncoderLayer", transformer, 1024, args, dtype, args.repeat))
-    result = dict(device=torch.cuda.get_device_name(), T=args.T, B=args.B, dropout=args.dropout, rows=rows)
+    result = dict(device=torch.cuda.get_device_name(), T=args.T, B=args.B, dropout=args.dropout,
+                  compiled=args.compile, rows=rows)
     if args.profile:
         os.environ["SRUPP_BACKEND"] = "cuda"
         result["profile"] = profile_layer(srupp, 3072, args, AUTOCAST_DTYPES[args.profile_dtype])

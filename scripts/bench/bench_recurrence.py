@@ -22,6 +22,7 @@ This is the byte count of ANCHORS.md (6 and 10 values per element) with c kept i
 Usage: python scripts/bench/bench_recurrence.py [--device cuda|cpu] [--json PATH] [--sweep]
 """
 import argparse
+import functools
 import json
 import os
 import platform
@@ -34,8 +35,10 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 from fairseq_srupp.modules import sru_recurrence_ref  # noqa: E402
-from fairseq_srupp.modules.recurrence_autograd import SRURecurrenceCpuFn, SRURecurrenceCudaFn  # noqa: E402
+from fairseq_srupp.modules.recurrence_ops import recurrence_op  # noqa: E402
 
+KERNEL = functools.partial(recurrence_op, "cuda")  # the custom op, CUDA kernel backend
+FUSED_CPU = functools.partial(recurrence_op, "cpu")  # the custom op, fused C++ loop backend
 CUDA_SHAPES = [(1024, 8, 3072), (1024, 16, 3072), (512, 64, 4096), (1024, 4, 6016)]
 CPU_SHAPES = [(256, 8, 256), (128, 16, 512)]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
@@ -103,8 +106,8 @@ def copy_bandwidth_gbs(n_bytes: int = 1 << 30) -> float:
 
 
 def host_overhead_us(calls: int = 300) -> dict:
-    """Host time per call on a one-element problem, without synchronizing: the forward alone (autograd
-    Function, launcher, launch; inputs require grad, so c_all is stored and the graph is built), the
+    """Host time per call on a one-element problem, without synchronizing: the forward alone (custom op,
+    launcher, launch; inputs require grad, so c_all is stored and the graph is built), the
     launcher's forward alone, and a forward+backward. When it exceeds a kernel's run time, the GPU idles
     between back-to-back calls."""
     from fairseq_srupp.cuda import launcher
@@ -112,9 +115,9 @@ def host_overhead_us(calls: int = 300) -> dict:
     inputs, grad_h = make_inputs(1, 1, 1, torch.float32, "cuda")
     detached = [t.detach() for t in inputs]
     runs = {
-        "forward_us": lambda: fwd(SRURecurrenceCudaFn.apply, inputs),
+        "forward_us": lambda: fwd(KERNEL, inputs),
         "launcher_forward_us": lambda: launcher.forward(*detached, None, None, None, True),
-        "forward_backward_us": lambda: fwd_bwd(SRURecurrenceCudaFn.apply, inputs, grad_h),
+        "forward_backward_us": lambda: fwd_bwd(KERNEL, inputs, grad_h),
     }
     result = {}
     for name, run in runs.items():
@@ -186,8 +189,8 @@ def bench_cuda(args) -> dict:
             inputs, grad_h = make_inputs(T, B, d, dtype, "cuda")
             n = T * B * d
             fwd_bytes, bwd_bytes = bytes_per_element(dtype)
-            fwd_ms = cuda_time_ms(lambda: fwd(SRURecurrenceCudaFn.apply, inputs), args.warmup, args.repeat, args.inner)
-            fb_ms = cuda_time_ms(lambda: fwd_bwd(SRURecurrenceCudaFn.apply, inputs, grad_h), args.warmup,
+            fwd_ms = cuda_time_ms(lambda: fwd(KERNEL, inputs), args.warmup, args.repeat, args.inner)
+            fb_ms = cuda_time_ms(lambda: fwd_bwd(KERNEL, inputs, grad_h), args.warmup,
                                  args.repeat, args.inner)
             row = dict(T=T, B=B, d=d, dtype=label, fwd_ms=fwd_ms, fwd_bwd_ms=fb_ms,
                        fwd_gbs=n * fwd_bytes / fwd_ms / 1e6, fwd_bwd_gbs=n * (fwd_bytes + bwd_bytes) / fb_ms / 1e6,
@@ -202,9 +205,9 @@ def bench_cuda(args) -> dict:
                     row["speedup"] = row["ref_fwd_bwd_ms"] / fb_ms
                     ref_text = f"{row['ref_fwd_bwd_ms']:8.1f}"
                 with torch.no_grad():  # inference path (no c_all stored)
-                    outputs = fwd(SRURecurrenceCudaFn.apply, inputs)
+                    outputs = fwd(KERNEL, inputs)
                     expected = fwd(sru_recurrence_ref, inputs)
-                outputs += fwd_bwd(SRURecurrenceCudaFn.apply, inputs, grad_h)
+                outputs += fwd_bwd(KERNEL, inputs, grad_h)
                 expected += fwd_bwd(sru_recurrence_ref, inputs, grad_h)
                 row["max_rel_err"] = max(relative_error(a, e) for a, e in zip(outputs, expected))
                 err_text = f"{row['max_rel_err']:11.2e}"
@@ -313,7 +316,7 @@ def bench_cpu(args) -> dict:
                 continue
             inputs, grad_h = make_inputs(T, B, d, dtype, "cpu")
             times = {}
-            for label, fn in (("ref", sru_recurrence_ref), ("fused", SRURecurrenceCpuFn.apply)):
+            for label, fn in (("ref", sru_recurrence_ref), ("fused", FUSED_CPU)):
                 times[label + "_fwd_ms"] = cpu_time_ms(lambda: fwd(fn, inputs), args.warmup, args.repeat)
                 times[label + "_fwd_bwd_ms"] = cpu_time_ms(lambda: fwd_bwd(fn, inputs, grad_h), args.warmup,
                                                            args.repeat)

@@ -14,7 +14,10 @@ Three checks, each printed as a table (and written to --json):
 3. throughput: training step time and tokens/s of the enwik8-base model (fp16 autocast + GradScaler,
    Adam, clipping 1.0, batch 4 x 1024), the setting of ANCHORS.md's whole-model table.
 
-Usage: python scripts/gpu/gpu_amp_check.py [--json PATH] [--quick]
+--compile compiles every SRU++ layer as the model option `--compile` does (fairseq_srupp.modules.compile_layer);
+the first updates then include the compile (the throughput check's 4 warm-up steps absorb it).
+
+Usage: python scripts/gpu/gpu_amp_check.py [--json PATH] [--quick] [--compile]
 """
 import argparse
 import json
@@ -28,7 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-from fairseq_srupp.modules import SRUppLayer  # noqa: E402
+from fairseq_srupp.modules import SRUppLayer, compile_layer  # noqa: E402
+
+COMPILE = False  # --compile: every TinyLM compiles its SRU++ layers
 
 
 class TinyLM(nn.Module):
@@ -40,6 +45,9 @@ class TinyLM(nn.Module):
         self.layers = nn.ModuleList(
             SRUppLayer(d, d, d_proj, 1, True, dropout, dropout, recurrence_dropout=i < layers - 1)
             for i in range(layers))
+        if COMPILE:
+            for layer in self.layers:
+                compile_layer(layer)
         self.out = nn.Linear(d, vocab)
         self.dropout = dropout
 
@@ -219,13 +227,17 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--quick", action="store_true", help="fewer updates and segments")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the SRU++ layers (as --compile does)")
     args = parser.parse_args()
+    global COMPILE
+    COMPILE = args.compile
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to check")
         return 1
     device = torch.device("cuda")
-    print(f"{torch.cuda.get_device_name()} | torch {torch.__version__}", flush=True)
-    results = dict(device=torch.cuda.get_device_name())
+    print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | "
+          f"{'compiled' if args.compile else 'eager'}", flush=True)
+    results = dict(device=torch.cuda.get_device_name(), compiled=args.compile)
     print("== precision (50 updates, 4 x SRU++ d 512)")
     results["precision"] = precision_check(20 if args.quick else 50, device)
     print("== memory")

@@ -10,7 +10,10 @@
 # importable, wheels in $SRUPP_WHEELS (default .gpu_wheels/: pytest, pluggy, iniconfig, packaging,
 # pygments as py3-none-any wheels) are put on PYTHONPATH; without them the tests are skipped with a
 # loud message, and bench_recurrence.py's error column is the only kernel check.
-# Takes about 3 minutes on one H100 without the precision check, which adds 1-2 minutes (the tests
+# Runs the layer benchmark and gpu_amp_check.py eager and with --compile (torch.compile; the compiled runs
+# add a few minutes of compiling, not yet measured on a GPU) and prints SRU++ / Transformer layer time and
+# whole-model tokens/s for both.
+# Takes about 3 minutes on one H100 without the precision check (and before --compile), which adds 1-2 minutes (the tests
 # compile every kernel configuration with NVRTC, ~40 kernels; CuPy caches them on disk, so the
 # benchmarks reuse them).
 set -u
@@ -86,10 +89,16 @@ echo "== bench_layer.py ($(elapsed))"
 # the reference recurrence); --profile lists the SRU++ layer's CUDA kernels by GPU time
 timeout 150 $PY scripts/bench/bench_layer.py --no-reference --profile --json "$OUT_DIR/bench_layer.json" 2>&1 \
     | tee "$OUT_DIR/bench_layer.log"
+echo "== bench_layer.py --compile ($(elapsed))"
+timeout 300 $PY scripts/bench/bench_layer.py --no-reference --compile --json "$OUT_DIR/bench_layer_compiled.json" 2>&1 \
+    | tee "$OUT_DIR/bench_layer_compiled.log"
 
 # ---- further checks go here (before the summary), each writing its log/JSON into $OUT_DIR ----
 echo "== gpu_amp_check.py ($(elapsed))"
 timeout 150 $PY scripts/gpu/gpu_amp_check.py --json "$OUT_DIR/gpu_amp_check.json" 2>&1 | tee "$OUT_DIR/gpu_amp_check.log"
+echo "== gpu_amp_check.py --compile ($(elapsed))"
+timeout 400 $PY scripts/gpu/gpu_amp_check.py --compile --quick --json "$OUT_DIR/gpu_amp_check_compiled.json" 2>&1 \
+    | tee "$OUT_DIR/gpu_amp_check_compiled.log"
 echo "== fairseq_precision_check.py ($(elapsed))"
 if $PY -c "import fairseq" 2>/dev/null; then
     timeout 240 $PY scripts/gpu/fairseq_precision_check.py --json "$OUT_DIR/fairseq_precision.json" \
@@ -188,6 +197,22 @@ if layer:
     except Exception as error:
         print("bench_layer: summary failed:", repr(error))
 
+# eager against compiled (--compile): SRU++ / Transformer layer time and whole-model tokens/s
+for mode, layer_json, amp_json in (("eager", "bench_layer.json", "gpu_amp_check.json"),
+                                   ("compiled", "bench_layer_compiled.json", "gpu_amp_check_compiled.json")):
+    try:
+        layer_rows, amp = (load(layer_json) or {}).get("rows", []), load(amp_json) or {}
+        for dtype in ("torch.float16", "torch.bfloat16"):
+            times = {r["layer"]: r["fwd_bwd_ms"] for r in layer_rows if r["dtype"] == dtype}
+            sru, tr = times.get("SRU++ (CUDA kernel)", NAN), times.get("TransformerEncoderLayer", NAN)
+            print(f"{mode:>8} {dtype[6:]:>8}: SRU++ layer {sru:6.2f} ms, Transformer layer {tr:6.2f} ms, "
+                  f"ratio {sru / tr:5.2f} (goal <= 1.0)")
+        tput = amp.get("throughput", {})
+        print(f"{mode:>8} whole enwik8-base model: {tput.get('tokens_per_s', NAN) / 1e3:6.1f}k tokens/s, "
+              f"{tput.get('ms_per_step', NAN):6.1f} ms per step (goal >= 170k on an H100-class card)")
+    except Exception as error:
+        print(f"eager/compiled summary ({mode}) failed:", repr(error))
+
 prec = load("fairseq_precision.json")
 if prec:
     try:
@@ -198,7 +223,8 @@ if prec:
     except Exception as error:
         print("fairseq_precision: summary failed:", repr(error))
 
-known = {"bench_recurrence.json", "bench_layer.json", "fairseq_precision.json"}
+known = {"bench_recurrence.json", "bench_layer.json", "fairseq_precision.json", "bench_layer_compiled.json",
+         "gpu_amp_check.json", "gpu_amp_check_compiled.json"}
 others = sorted(n for n in os.listdir(out) if n.endswith(".json") and n not in known)
 if others:
     print("other results in", out + ":", ", ".join(others))
