@@ -4,7 +4,7 @@ tests/csrc/kernel_emulation.cpp compiles fairseq_srupp/cuda/sru_recurrence.cu wi
 device primitives (see its header) into a shared library, built once per source content with the system C++
 compiler (GCC >= 12 or Clang: it needs _Float16). `emulate(monkeypatch)` replaces the launcher's two device
 steps, `plan` (pick and compile a kernel) and `_launch` (cuLaunchKernel), so that launcher.forward/backward and
-SRURecurrenceCudaFn run unchanged on CPU tensors: output allocation, poisoning, alignment handling, the
+the custom ops (backend "cuda") run unchanged on CPU tensors: output allocation, poisoning, alignment handling, the
 parameter-gradient reduction and the autograd wiring included.
 """
 import ctypes

@@ -3,6 +3,7 @@
 The first test that reaches the fused loop compiles csrc/sru_cpu.cpp (about 30 s on 2 cores; cached in
 torch's extension directory afterwards).
 """
+import functools
 import subprocess
 import sys
 import warnings
@@ -14,8 +15,10 @@ import torch
 
 from fairseq_srupp import cuda
 from fairseq_srupp.cuda import launcher
-from fairseq_srupp.modules import recurrence, recurrence_cpu, sru_recurrence, sru_recurrence_ref
-from fairseq_srupp.modules.recurrence_autograd import SRURecurrenceCpuFn
+from fairseq_srupp.modules import recurrence, recurrence_cpu, recurrence_ref, sru_recurrence, sru_recurrence_ref
+from fairseq_srupp.modules.recurrence_ops import recurrence_op
+
+FUSED_CPU = functools.partial(recurrence_op, "cpu")  # the custom op on one backend
 
 
 class Case(NamedTuple):
@@ -83,7 +86,7 @@ def test_fused_loop_builds():
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_fused_cpu_matches_reference(case, dtype):
     inputs = make_inputs(case, dtype)
-    fused = run_with_grads(SRURecurrenceCpuFn.apply, inputs)
+    fused = run_with_grads(FUSED_CPU, inputs)
     reference = run_with_grads(sru_recurrence_ref, inputs)
     for name, expected in reference.items():
         diff = (fused[name] - expected).abs().max().item()
@@ -95,7 +98,7 @@ def test_fused_cpu_matches_reference(case, dtype):
 def test_fused_cpu_without_grad_matches_reference():
     inputs = make_inputs(Case(20, 2, 33, pad=True, dropout=True, c0=True), torch.float32)
     with torch.no_grad():
-        h, c_last = SRURecurrenceCpuFn.apply(*inputs)
+        h, c_last = FUSED_CPU(*inputs)
     h_ref, c_ref = sru_recurrence_ref(*inputs)
     torch.testing.assert_close(h, h_ref, **TOLERANCE[torch.float32])
     torch.testing.assert_close(c_last, c_ref, **TOLERANCE[torch.float32])
@@ -107,7 +110,7 @@ def test_fused_cpu_gradcheck(pad, dropout):
     leaves = [t.requires_grad_() for t in inputs[:5]]
 
     def fn(U, x, weight_c, bias, c0):
-        return SRURecurrenceCpuFn.apply(U, x, weight_c, bias, c0, *inputs[5:])
+        return FUSED_CPU(U, x, weight_c, bias, c0, *inputs[5:])
 
     assert torch.autograd.gradcheck(fn, leaves)
 
@@ -166,7 +169,7 @@ def _spy(monkeypatch, module, name):
 
 def test_auto_uses_the_fused_loop_on_cpu(monkeypatch):
     fused_calls = _spy(monkeypatch, recurrence_cpu, "forward")
-    ref_calls = _spy(monkeypatch, recurrence, "sru_recurrence_ref")
+    ref_calls = _spy(monkeypatch, recurrence_ref, "forward")
     sru_recurrence(*make_inputs(Case(4, 2, 3), torch.float32))
     assert fused_calls and not ref_calls
 
@@ -174,7 +177,7 @@ def test_auto_uses_the_fused_loop_on_cpu(monkeypatch):
 def test_ref_backend_forces_the_reference(monkeypatch):
     monkeypatch.setenv("SRUPP_BACKEND", "ref")
     fused_calls = _spy(monkeypatch, recurrence_cpu, "forward")
-    ref_calls = _spy(monkeypatch, recurrence, "sru_recurrence_ref")
+    ref_calls = _spy(monkeypatch, recurrence_ref, "forward")
     sru_recurrence(*make_inputs(Case(4, 2, 3), torch.float32))
     assert ref_calls and not fused_calls
     assert recurrence.select_backend(torch.device("cuda"), torch.float32) == "ref"

@@ -14,6 +14,7 @@ result is held to the accuracy of its own dtype: float32 results (c_last, and th
 float32 parameters and c0) to about 1e-5, float16/bfloat16 results (h, grad_U, grad_x) to a few units
 of their rounding. Each comparison prints its max abs and relative-RMS error before asserting.
 """
+import functools
 from typing import NamedTuple, Optional
 
 import pytest
@@ -23,7 +24,9 @@ import kernel_emulation
 from fairseq_srupp.cuda import launcher
 from fairseq_srupp.modules import sru_recurrence_ref
 from fairseq_srupp.modules.recurrence import select_backend
-from fairseq_srupp.modules.recurrence_autograd import SRURecurrenceCudaFn
+from fairseq_srupp.modules.recurrence_ops import recurrence_op
+
+KERNEL = functools.partial(recurrence_op, "cuda")  # the custom op on one backend
 
 
 class Case(NamedTuple):
@@ -169,7 +172,7 @@ def test_kernel_matches_reference(case, dtype, device):
     inputs = make_inputs(case, dtype, device)
     if device == "cuda":
         assert select_backend(inputs.U.device, dtype) == "cuda"
-    kernel = run_with_grads(SRURecurrenceCudaFn.apply, inputs)
+    kernel = run_with_grads(KERNEL, inputs)
     reference = run_with_grads(sru_recurrence_ref, inputs)
     compare(kernel, reference)
 
@@ -178,7 +181,7 @@ def test_kernel_matches_reference(case, dtype, device):
 def test_noncontiguous_inputs(dtype, device):
     inputs = make_inputs(Case(65, 3, 96, pad=True, dropout=True, c0=True), dtype, device, noncontiguous=True)
     assert not inputs.U.is_contiguous() and not inputs.x.is_contiguous()
-    kernel = run_with_grads(SRURecurrenceCudaFn.apply, inputs)
+    kernel = run_with_grads(KERNEL, inputs)
     reference = run_with_grads(sru_recurrence_ref, inputs)
     compare(kernel, reference)
 
@@ -187,7 +190,7 @@ def test_half_precision_parameters_get_half_gradients(device):
     """fairseq --fp16 turns the parameters into float16; the kernel still computes in float32."""
     inputs = make_inputs(Case(50, 2, 64, c0=True), torch.float16, device)
     inputs = inputs._replace(weight_c=inputs.weight_c.half(), bias=inputs.bias.half(), c0=inputs.c0.half())
-    kernel = run_with_grads(SRURecurrenceCudaFn.apply, inputs)
+    kernel = run_with_grads(KERNEL, inputs)
     reference = run_with_grads(sru_recurrence_ref, inputs)
     for name in ("weight_c", "bias", "c0"):
         assert kernel[name].dtype == torch.float16
@@ -197,7 +200,7 @@ def test_half_precision_parameters_get_half_gradients(device):
 def test_inference_without_grad_matches(device):
     inputs = make_inputs(Case(100, 3, 130, pad=True, dropout=True, c0=True), torch.float32, device)
     with torch.no_grad():
-        h, c_last = SRURecurrenceCudaFn.apply(*inputs)
+        h, c_last = KERNEL(*inputs)
         h_ref, c_ref = sru_recurrence_ref(*inputs)
     assert_close("h", h, h_ref)
     assert_close("c_last", c_last, c_ref)
@@ -206,9 +209,9 @@ def test_inference_without_grad_matches(device):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_repeated_runs_are_bitwise_identical(dtype, device):
     inputs = make_inputs(Case(300, 3, 700, pad=True, dropout=True, c0=True), dtype, device)
-    first = run_with_grads(SRURecurrenceCudaFn.apply, inputs)
+    first = run_with_grads(KERNEL, inputs)
     for _ in range(4):
-        again = run_with_grads(SRURecurrenceCudaFn.apply, inputs)
+        again = run_with_grads(KERNEL, inputs)
         for name in first:
             assert torch.equal(first[name], again[name]), f"{name} differs between identical runs"
 
@@ -219,7 +222,7 @@ def test_float64_gradcheck_of_the_kernel_function(pad, dropout, device):
     leaves = [t.detach().clone().requires_grad_() for t in inputs[:5]]
 
     def fn(U, x, weight_c, bias, c0):
-        return SRURecurrenceCudaFn.apply(U, x, weight_c, bias, c0, inputs.mask_pad, inputs.dropout_mask)
+        return KERNEL(U, x, weight_c, bias, c0, inputs.mask_pad, inputs.dropout_mask)
 
     assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-7, rtol=1e-5)
 
@@ -234,7 +237,7 @@ def test_launch_uses_the_current_stream():
         U = torch.zeros_like(source.U)
         torch.cuda._sleep(50_000_000)  # keep the side stream busy, so a launch on another stream runs early
         U.copy_(source.U)
-        h, c_last = SRURecurrenceCudaFn.apply(U, *source[1:])
+        h, c_last = KERNEL(U, *source[1:])
     torch.cuda.current_stream().wait_stream(side)
     h_ref, c_ref = sru_recurrence_ref(*source)
     assert_close("h", h, h_ref)
@@ -243,10 +246,10 @@ def test_launch_uses_the_current_stream():
 
 @pytest.mark.cuda
 def test_autocast_keeps_input_dtypes():
-    """Under autocast the Function neither casts its inputs nor fails in the backward."""
+    """Under autocast the op neither casts its inputs nor fails in the backward."""
     inputs = make_inputs(Case(40, 2, 48, c0=True), torch.bfloat16, "cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        kernel = run_with_grads(SRURecurrenceCudaFn.apply, inputs)
+        kernel = run_with_grads(KERNEL, inputs)
     assert kernel["h"].dtype == torch.bfloat16 and kernel["c_last"].dtype == torch.float32
     assert kernel["weight_c"].dtype == torch.float32 and kernel["U"].dtype == torch.bfloat16
     compare(kernel, run_with_grads(sru_recurrence_ref, inputs))
@@ -285,7 +288,7 @@ def test_contiguous_inputs_at_odd_offsets(dtype, device):
         return buffers[0][1:1 + U_numel(case)].view(T, B, 3, d), buffers[1][3:3 + T * B * d].view(T, B, d)
 
     results = []
-    for fn in (SRURecurrenceCudaFn.apply, sru_recurrence_ref):
+    for fn in (KERNEL, sru_recurrence_ref):
         for b in buffers:
             b.grad = None
         U, x = views()
@@ -393,7 +396,7 @@ def test_two_columns_per_thread_kernels(dtype, device, monkeypatch):
         monkeypatch.setenv("SRUPP_PAIRED", paired_env)
         inputs = make_inputs(case, dtype, device)
         directions.clear()
-        kernel = run_with_grads(SRURecurrenceCudaFn.apply, inputs)
+        kernel = run_with_grads(KERNEL, inputs)
         assert directions == expected, (case, paired_env)
         compare(kernel, run_with_grads(sru_recurrence_ref, inputs))
     # a 2-byte-aligned U (test_launcher_with_2_byte_aligned_pointers checks the values)

@@ -1,9 +1,10 @@
 """Public entry point of the SRU recurrence: validates arguments, then picks a backend.
 
 Backends: ``ref`` (plain PyTorch, :mod:`.recurrence_ref`), ``cuda`` (the CuPy kernel in
-fairseq_srupp/cuda) and ``cpu`` (the fused C++ loop, :mod:`.recurrence_cpu`); the autograd glue of
-the fused ones is in :mod:`.recurrence_autograd`. The environment variable SRUPP_BACKEND (read at
-every call) chooses:
+fairseq_srupp/cuda) and ``cpu`` (the fused C++ loop, :mod:`.recurrence_cpu`), all behind the custom ops
+of :mod:`.recurrence_ops` (torch.ops.srupp.*; torch.compile and torch.export see one node). The
+environment variable SRUPP_BACKEND (read at every call; under torch.compile at tracing, and the
+compiled code guards on it) chooses:
 
 - ``auto`` (default): CUDA tensors take the kernel when CuPy imports, else the reference with one
   warning; float32/float64 CPU tensors take the fused CPU loop when it builds, else the reference
@@ -20,17 +21,28 @@ from torch import Tensor
 
 from .. import cuda
 from . import recurrence_cpu
-from .recurrence_autograd import SRURecurrenceCpuFn, SRURecurrenceCudaFn
-from .recurrence_ref import sru_recurrence_ref
+from .recurrence_ops import recurrence_op
 
 BACKEND_CHOICES = ("auto", "ref", "cuda")
 _warned = set()
 
 
 def _warn_once(key: str, message: str) -> None:
-    if key not in _warned:
+    if key not in _warned and not torch.compiler.is_compiling():  # eager calls warn
         _warned.add(key)
         warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+# Whether a backend can run. Building it (a lock, a C++ or NVRTC compile) must stay out of torch.compile's
+# graphs: dynamo runs these at tracing time and keeps their answers as constants.
+@torch.compiler.assume_constant_result
+def _cuda_unavailable_reason() -> Optional[str]:
+    return cuda.unavailable_reason()
+
+
+@torch.compiler.assume_constant_result
+def _cpu_build_error() -> Optional[str]:
+    return recurrence_cpu.build_error()
 
 
 def select_backend(device: torch.device, dtype: torch.dtype) -> str:
@@ -41,7 +53,7 @@ def select_backend(device: torch.device, dtype: torch.dtype) -> str:
     if choice == "ref":
         return "ref"
     if device.type == "cuda":
-        reason = cuda.unavailable_reason()
+        reason = _cuda_unavailable_reason()
         if reason is None:
             return "cuda"
         if choice == "cuda":
@@ -52,7 +64,7 @@ def select_backend(device: torch.device, dtype: torch.dtype) -> str:
     if choice == "cuda":
         raise RuntimeError(f"SRUPP_BACKEND=cuda needs CUDA tensors, got tensors on {device}")
     if device.type == "cpu" and dtype in recurrence_cpu.SUPPORTED_DTYPES:
-        error = recurrence_cpu.build_error()
+        error = _cpu_build_error()
         if error is None:
             return "cpu"
         _warn_once("cpu", f"sru_recurrence: the fused CPU loop could not be built ({error}); "
@@ -106,8 +118,4 @@ def sru_recurrence(
     if mask_pad is not None and mask_pad.dtype != torch.bool:
         raise ValueError(f"sru_recurrence: mask_pad must be bool, got {mask_pad.dtype}")
     backend = select_backend(U.device, U.dtype) if U.numel() > 0 else "ref"
-    if backend == "cuda":
-        return SRURecurrenceCudaFn.apply(U, x, weight_c, bias, c0, mask_pad, dropout_mask)
-    if backend == "cpu":
-        return SRURecurrenceCpuFn.apply(U, x, weight_c, bias, c0, mask_pad, dropout_mask)
-    return sru_recurrence_ref(U, x, weight_c, bias, c0, mask_pad, dropout_mask)
+    return recurrence_op(backend, U, x, weight_c, bias, c0, mask_pad, dropout_mask)

@@ -37,8 +37,9 @@ def sum_param_grads(param_grads: Tensor, weight_c: Tensor, bias: Tensor) -> Tupl
     """The fused backwards' per-column partials (4, B, d) (rows v_f, v_r, b_f, b_r, math dtype) ->
     grad_weight_c and grad_bias (2d,) in the dtypes of weight_c and bias, summed over B in a fixed
     order (deterministic, no atomics)."""
-    param = param_grads.sum(dim=1)
-    return param[:2].reshape(-1).to(weight_c.dtype), param[2:].reshape(-1).to(bias.dtype)
+    # two separate sums: the two results must not share storage (a custom op's outputs may not alias)
+    return (param_grads[:2].sum(dim=1).reshape(-1).to(weight_c.dtype),
+            param_grads[2:].sum(dim=1).reshape(-1).to(bias.dtype))
 
 
 def sru_recurrence_ref(
@@ -77,3 +78,76 @@ def sru_recurrence_ref(
         outputs.append(h)
     h_all = torch.stack(outputs) if outputs else xs.new_zeros(0, B, d)
     return h_all.to(U.dtype), c
+
+
+# ---------------------------------------------------------------- the reference as an op backend
+# The same interface as the fused backends (recurrence_cpu, cuda.launcher), in plain PyTorch without
+# autograd: the custom op (recurrence_ops.py) runs it for dtypes and devices no fused loop serves.
+def forward(U: Tensor, x: Tensor, weight_c: Tensor, bias: Tensor, c0: Optional[Tensor],
+            mask_pad: Optional[Tensor], dropout_mask: Optional[Tensor],
+            store_c: bool) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """h (T, B, d) in U's dtype, c_last (B, d) and, when store_c, every c_t (T, B, d) in the math dtype."""
+    T, B, _, d = U.shape
+    dtype = math_dtype(U.dtype)
+    u, xs, v, b = U.to(dtype), x.to(dtype), weight_c.to(dtype).view(2, d), bias.to(dtype).view(2, d)
+    c = U.new_zeros(B, d, dtype=dtype) if c0 is None else c0.to(dtype).clone()
+    m = None if dropout_mask is None else dropout_mask.to(dtype)
+    h = U.new_empty(T, B, d)
+    c_all = U.new_empty(T, B, d, dtype=dtype) if store_c else None
+    for t in range(T):
+        u0, u1, u2 = u[t].unbind(1)
+        f = torch.sigmoid(u1 + v[0] * c + b[0])
+        r = torch.sigmoid(u2 + v[1] * c + b[1])
+        c_new = (c - u0) * f + u0
+        h_t = xs[t] + (r if m is None else m * r) * (c_new - xs[t])
+        if mask_pad is not None:
+            pad = mask_pad[t].unsqueeze(-1)
+            c_new = torch.where(pad, c, c_new)
+            h_t = h_t.masked_fill(pad, 0.0)
+        c = c_new
+        h[t] = h_t
+        if c_all is not None:
+            c_all[t] = c
+    return h, c, c_all
+
+
+def backward(U: Tensor, x: Tensor, weight_c: Tensor, bias: Tensor, c0: Optional[Tensor],
+             mask_pad: Optional[Tensor], dropout_mask: Optional[Tensor], c_all: Tensor, grad_h: Tensor,
+             grad_c_last: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor, Optional[Tensor]]:
+    """The analytic backward from the c_t the forward stored: grad_U, grad_x, grad_weight_c, grad_bias
+    and grad_c0 (None without c0), each in the dtype of its input. A padded step passes the carry
+    through and gets zero gradients."""
+    T, B, _, d = U.shape
+    dtype = math_dtype(U.dtype)
+    u, xs, v, b = U.to(dtype), x.to(dtype), weight_c.to(dtype).view(2, d), bias.to(dtype).view(2, d)
+    gh_all = grad_h.to(dtype)
+    m = torch.ones(B, d, dtype=dtype, device=U.device) if dropout_mask is None else dropout_mask.to(dtype)
+    c_first = U.new_zeros(B, d, dtype=dtype) if c0 is None else c0.to(dtype)
+    carry = U.new_zeros(B, d, dtype=dtype) if grad_c_last is None else grad_c_last.to(dtype).clone()
+    grad_U = U.new_zeros(T, B, 3, d)
+    grad_x = x.new_zeros(T, B, d)
+    param = U.new_zeros(4, B, d, dtype=dtype)  # rows v_f, v_r, b_f, b_r
+    for t in range(T - 1, -1, -1):
+        c_prev = c_all[t - 1] if t > 0 else c_first
+        u0, u1, u2 = u[t].unbind(1)
+        f = torch.sigmoid(u1 + v[0] * c_prev + b[0])
+        r = torch.sigmoid(u2 + v[1] * c_prev + b[1])
+        c_t = (c_prev - u0) * f + u0
+        gh = gh_all[t]
+        gc = carry + gh * m * r
+        gr = gh * m * (c_t - xs[t]) * r * (1 - r)
+        gf = gc * (c_prev - u0) * f * (1 - f)
+        new_carry = gc * f + gf * v[0] + gr * v[1]
+        step = torch.stack([gc * (1 - f), gf, gr], dim=1)
+        step_x = gh * (1 - m * r)
+        step_param = torch.stack([gf * c_prev, gr * c_prev, gf, gr])
+        if mask_pad is not None:
+            keep = ~mask_pad[t].unsqueeze(-1)
+            step, step_x = torch.where(keep.unsqueeze(1), step, 0.0), torch.where(keep, step_x, 0.0)
+            step_param = torch.where(keep, step_param, 0.0)
+            new_carry = torch.where(keep, new_carry, carry)
+        grad_U[t], grad_x[t] = step, step_x
+        param += step_param
+        carry = new_carry
+    grad_weight_c, grad_bias = sum_param_grads(param, weight_c, bias)
+    return grad_U, grad_x, grad_weight_c, grad_bias, (None if c0 is None else carry.to(c0.dtype))
