@@ -25,6 +25,7 @@ MANIFEST_VERSION = 1
 ENCODERS = ("auto", "bytes", "words")
 # ONNX files keep weights inline below protobuf's 2 GiB limit; bigger models write external data
 INLINE_WEIGHT_BYTES = 1 << 30
+PADDING_SYMBOL = "madeupword"
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -84,7 +85,8 @@ def pick_encoder(choice: str, dictionary) -> str:
     from ..encoders.byte_codec import is_byte_symbol
 
     specials = {dictionary.bos_word, dictionary.pad_word, dictionary.eos_word, dictionary.unk_word}
-    ordinary = [s for s in dictionary.symbols if s not in specials]
+    ordinary = [s for s in dictionary.symbols  # fairseq-preprocess pads with madeupwordNNNN
+                if s not in specials and not s.startswith(PADDING_SYMBOL)]
     bytes_only = all(is_byte_symbol(s) for s in ordinary)
     if choice == "auto":
         return "bytes" if bytes_only else "words"
