@@ -36,7 +36,12 @@ setup(
         "export": EXPORT,
         "test": ["pytest", "matplotlib", *EXPORT],
     },
-    entry_points={"console_scripts": ["srupp-export = fairseq_srupp.export.cli:main"]},
+    entry_points={
+        "console_scripts": [
+            "srupp-convert-checkpoint = fairseq_srupp.conversion.cli:main",
+            "srupp-export = fairseq_srupp.export.cli:main",
+        ],
+    },
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

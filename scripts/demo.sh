@@ -22,7 +22,7 @@ USER_DIR="$ROOT/fairseq_srupp"
 export OMP_NUM_THREADS="${DEMO_THREADS:-$(nproc)}" PYTHONWARNINGS=ignore
 
 stamp "preparing the demo corpus in $DEMO_DIR"
-PYTHON="$PY" FAIRSEQ_PREPROCESS="$BIN/fairseq-preprocess" bash "$ROOT/scripts/prepare_demo.sh" "$DEMO_DIR"
+PYTHON="$PY" FAIRSEQ_PREPROCESS="$BIN/fairseq-preprocess" bash "$ROOT/scripts/data/prepare_demo.sh" "$DEMO_DIR"
 DATA="$DEMO_DIR/data-bin"
 CKPT="$DEMO_DIR/checkpoints"
 rm -rf "$CKPT"
@@ -48,7 +48,7 @@ bpc=$(sed -n 's/.*Loss (base 2): \([0-9.]*\).*/\1/p' "$eval_log" | tail -n 1)
 [ -n "$bpc" ] || { tail -n 30 "$eval_log"; echo "eval-lm printed no loss" >&2; exit 1; }
 
 stamp "sampling (fairseq-interactive, top-10)"
-"$PY" "$ROOT/scripts/sample_text.py" --data "$DATA" --path "$CKPT/checkpoint_last.pt" \
+"$PY" "$ROOT/scripts/tools/sample_text.py" --data "$DATA" --path "$CKPT/checkpoint_last.pt" \
     --prompt "The Lord is " --num-samples 3 --max-bytes 160 --cpu
 
 stamp "done"

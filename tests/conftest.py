@@ -26,7 +26,7 @@ def cuda_ready() -> bool:
 def pytest_collection_modifyitems(config, items):
     if cuda_ready():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU and CuPy (run scripts/gpu_check.sh there)")
+    skip = pytest.mark.skip(reason="needs a CUDA GPU and CuPy (run scripts/gpu/gpu_check.sh there)")
     for item in items:
         if item.get_closest_marker("cuda") is not None:
             item.add_marker(skip)

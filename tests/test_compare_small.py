@@ -1,4 +1,4 @@
-"""Smoke test of scripts/compare_small.py: the five-model comparison at --size tiny with a
+"""Smoke test of scripts/bench/compare_small.py: the five-model comparison at --size tiny with a
 budget of 2 seconds per model on a corpus of a few KB, then the structure of its outputs."""
 import csv
 import importlib.util
@@ -13,7 +13,7 @@ import pytest
 
 from conftest import REPO
 
-SCRIPT = REPO / "scripts" / "compare_small.py"
+SCRIPT = REPO / "scripts" / "bench" / "compare_small.py"
 
 WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at "
          "which but they have an one you were her all she there would their we him been has when "

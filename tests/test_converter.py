@@ -1,4 +1,5 @@
-"""scripts/convert_sru_checkpoint.py: the authors' SRU++ checkpoints -> fairseq `srupp_lm`.
+"""fairseq_srupp.conversion (scripts/tools/convert_sru_checkpoint.py, srupp-convert-checkpoint): the
+authors' SRU++ checkpoints -> fairseq `srupp_lm`.
 
 For the enwik8, WikiText-103 and Billion Word layouts a small state_dict is built with the
 authors' key names and shapes (SPEC.md 1.10) and random values, converted, loaded back through
@@ -6,10 +7,10 @@ fairseq, and its log-probabilities are compared with a float64 computation writt
 from SPEC.md (interleaved U rows, post-LN attention, the SRU recurrence, the Transformer-XL
 adaptive input/softmax), independent of fairseq_srupp's modules.
 """
-import importlib.util
 import json
 import math
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -24,10 +25,8 @@ import fairseq_srupp  # noqa: E402,F401  (registers the model, archs and criteri
 from fairseq import checkpoint_utils  # noqa: E402
 from fairseq.data import Dictionary  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location(
-    "convert_sru_checkpoint", os.path.join(ROOT, "scripts", "convert_sru_checkpoint.py"))
-conv = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(conv)
+from fairseq_srupp import conversion as conv  # noqa: E402
+from fairseq_srupp.conversion.cli import main as convert_main  # noqa: E402
 
 D, DP, NL = 16, 8, 3  # d, d', layers
 
@@ -349,12 +348,23 @@ def test_misshapen_key_and_cli(tmp_path, capsys):
     case, sd, ckpt, vocab, dict_path, _ = _setup(tmp_path, "enwik8")
     sd["rnn.rnn_lst.2.transform_module.linear2.weight"] = torch.zeros(2 * DP, DP + 1)
     torch.save({"model": sd}, ckpt)  # also: the state_dict wrapped under 'model'
-    rc = conv.main(["--src", ckpt, "--src-vocab", vocab, "--dict", dict_path,
-                    "--arch", case["arch"], "--out", str(tmp_path / "x.pt"),
-                    "--model-overrides", _overrides(case)])
+    rc = convert_main(["--src", ckpt, "--src-vocab", vocab, "--dict", dict_path,
+                       "--arch", case["arch"], "--out", str(tmp_path / "x.pt"),
+                       "--model-overrides", _overrides(case)])
     err = capsys.readouterr().err
     assert rc == 1 and "wrong shape" in err and "linear2.weight (16, 9)" in err
+    assert "srupp-convert-checkpoint: error:" in err
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_script_wrapper_runs_the_package_cli(tmp_path):
+    """scripts/tools/convert_sru_checkpoint.py is the package's command line under its own name."""
+    script = os.path.join(ROOT, "scripts", "tools", "convert_sru_checkpoint.py")
+    proc = subprocess.run([sys.executable, script, "--src", str(tmp_path / "none.pt"), "--src-vocab",
+                           "v", "--dict", "d", "--arch", "srupp_lm_enwik8_base", "--out", "o"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "convert_sru_checkpoint.py: error: --src" in proc.stderr and "file not found" in proc.stderr
 
 
 # ------------------------------------------------------------------ the TXL layer itself

@@ -1,5 +1,5 @@
-"""CPU tests for the data scripts: scripts/text_to_chars.py, scripts/data_utils.py and
-scripts/prepare_{demo,enwik8,wikitext103,lm1b}.sh.
+"""CPU tests for the data scripts: scripts/data/text_to_chars.py, scripts/data/data_utils.py and
+scripts/data/prepare_{demo,enwik8,wikitext103,lm1b}.sh.
 
 Each prepare script runs on a small synthetic stand-in built in tmp_path, with env
 overrides for the expected sizes. The tests check the split sizes, the dictionary,
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = REPO / 'scripts'
+SCRIPTS = REPO / 'scripts' / 'data'
 BIN = Path(sys.executable).parent
 FAIRSEQ_SPECIALS = ['<s>', '<pad>', '</s>', '<unk>']
 
@@ -37,7 +37,7 @@ def needs_fairseq(test):
 
 
 def run(script, *args, **env):
-    """Runs scripts/<script> with the venv of this python first on PATH."""
+    """Runs scripts/data/<script> with the venv of this python first on PATH."""
     e = dict(os.environ)
     e.pop('FAIRSEQ_PREPROCESS', None)
     e.pop('FORCE', None)

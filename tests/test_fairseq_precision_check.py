@@ -1,4 +1,4 @@
-"""scripts/fairseq_precision_check.py on CPU: the plumbing its GPU run relies on (fairseq-train in
+"""scripts/gpu/fairseq_precision_check.py on CPU: the plumbing its GPU run relies on (fairseq-train in
 process in float32 and with --memory-efficient-fp16, every step recorded, the carried state's dtype read
 back, the table and the JSON)."""
 import json
@@ -10,7 +10,7 @@ import pytest
 
 from conftest import REPO
 
-SCRIPT = REPO / "scripts" / "fairseq_precision_check.py"
+SCRIPT = REPO / "scripts" / "gpu" / "fairseq_precision_check.py"
 
 
 def run(*args):

@@ -1,7 +1,7 @@
 """The CUDA kernel (fairseq_srupp/cuda) against the reference recurrence.
 
 Each comparison runs twice: on a GPU with CuPy (`cuda` marker; skipped without them, run by
-scripts/gpu_check.sh on a GPU machine), and on the CPU in CI, where tests/kernel_emulation.py compiles the
+scripts/gpu/gpu_check.sh on a GPU machine), and on the CPU in CI, where tests/kernel_emulation.py compiles the
 same .cu file with host stand-ins for the device primitives and puts it behind the real launcher (the
 emulation checks indexing, chunking, masking, 16-bit staging and the copy pipeline's order; not speed, nor
 the inline PTX). Tests of the device itself (streams, autocast, the launcher's choice) are GPU only. All
@@ -329,7 +329,7 @@ def test_launcher_with_2_byte_aligned_pointers(dtype, device):
                                                                zip(("U", "x", "weight_c", "bias", "c0"), leaves)}})
 
 
-SWEEP_CONFIGS = [(P, stages) for P in (4, 8, 16) for stages in (3, 4)]  # scripts/bench_recurrence.py --sweep
+SWEEP_CONFIGS = [(P, stages) for P in (4, 8, 16) for stages in (3, 4)]  # scripts/bench/bench_recurrence.py --sweep
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)

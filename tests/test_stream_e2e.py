@@ -1,6 +1,6 @@
 """srupp_stream_lm end to end, as subprocesses: fairseq-preprocess -> fairseq-train ->
 fairseq-eval-lm (carried, stateless, windowed) -> fairseq-interactive / fairseq-generate /
-scripts/sample_text.py."""
+scripts/tools/sample_text.py."""
 import json
 import math
 import random
@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO, USER_DIR, fairseq_cmd
 
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "scripts" / "data"))
 from text_to_chars import encode_line  # noqa: E402
 
 pytestmark = pytest.mark.e2e
@@ -114,7 +114,7 @@ def test_interactive_and_generate_sample_with_a_prompt(byte_data, trained):
 def test_sample_text_script(byte_data, trained):
     data, _ = byte_data
     ckpt, _ = trained
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "sample_text.py"), "--data",
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "tools" / "sample_text.py"), "--data",
                            str(data), "--path", str(ckpt), "--prompt", "the ", "--num-samples",
                            "2", "--max-bytes", "40", "--cpu"], capture_output=True, text=True,
                           timeout=300)

@@ -64,7 +64,7 @@ def srupp_lm_lm1b_large(args):
 # ------------------------------------------------------------------------------------------------
 # The same models with the authors' Transformer-XL style adaptive input/softmax (--txl-adaptive):
 # the exact layout of the released WikiText-103 / Billion Word checkpoints (SPEC.md 1.10, 3.1),
-# loadable with scripts/convert_sru_checkpoint.py. Train them with --criterion txl_adaptive_loss.
+# loadable with scripts/tools/convert_sru_checkpoint.py. Train them with --criterion txl_adaptive_loss.
 
 def _txl(args, cutoffs: str, tie_proj: bool, dropout: float) -> None:
     _defaults(args, txl_adaptive=True, txl_cutoffs=cutoffs, txl_embed_dim=1024, txl_div_val=4,

@@ -42,7 +42,7 @@ def explain_unusable_checkpoint(path: str) -> Optional[str]:
     return (f"{path} is not a fairseq checkpoint: it holds {what}, while fairseq checkpoints hold "
             f"'model' (the weights) and 'cfg' (the options). Load checkpoints that fairseq-train "
             f"saved; convert the authors' SRU++ checkpoints (asappresearch/sru) with "
-            f"scripts/convert_sru_checkpoint.py")
+            f"scripts/tools/convert_sru_checkpoint.py")
 
 
 def _wrap(load):

@@ -15,7 +15,7 @@ host-bound.
 --profile prints the CUDA kernels of the SRU++ layer (CUDA kernel backend, --profile-dtype autocast) by GPU
 time per iteration (torch.profiler).
 
-Usage: python scripts/bench_layer.py [--json PATH] [--dropout P] [--no-reference] [--profile]
+Usage: python scripts/bench/bench_layer.py [--json PATH] [--dropout P] [--no-reference] [--profile]
 """
 import argparse
 import json
@@ -26,7 +26,7 @@ import time
 import torch
 from torch import nn
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 from fairseq_srupp.modules import SRUppLayer  # noqa: E402
 
 AUTOCAST_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}

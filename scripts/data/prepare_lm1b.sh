@@ -7,7 +7,7 @@
 #   tar xzf 1-billion-word-language-modeling-benchmark-r13output.tar.gz
 #   wget https://github.com/rafaljozefowicz/lm/raw/master/1b_word_vocab.txt   # optional, see LM1B_VOCAB
 #
-#   usage: scripts/prepare_lm1b.sh INPUT_DIR OUT_DIR
+#   usage: scripts/data/prepare_lm1b.sh INPUT_DIR OUT_DIR
 #
 # INPUT_DIR is the extracted 1-billion-word-language-modeling-benchmark-r13output folder,
 # or a folder that contains it. The script reads
@@ -24,7 +24,7 @@
 # The dictionary:
 #   LM1B_VOCAB=path/to/1b_word_vocab.txt   the authors' vocabulary (about 793K words,
 #                      the Transformer-XL setup). It is converted with
-#                      `scripts/data_utils.py vocab-to-dict` and passed as --srcdict. The markers
+#                      `scripts/data/data_utils.py vocab-to-dict` and passed as --srcdict. The markers
 #                      <S>, </S> and <UNK> are dropped, because fairseq's </s> (the end of every
 #                      line) and <unk> take their roles. Word order and counts are kept.
 #   unset:             fairseq-preprocess builds the dictionary from train, keeping words
@@ -43,9 +43,9 @@
 #   LM1B_VOCAB, LM1B_THRESHOLD (see above)
 #   LM1B_VALID=news.en.heldout-00000-of-00050   heldout file used as valid; test stays heldout-00000
 #   LM1B_EXPECTED_SHARDS=99   number of training shards the input must have (0: no check)
-#   WORKERS (default: nproc), PYTHON, FAIRSEQ_PREPROCESS, FORCE: see scripts/data_common.sh
+#   WORKERS (default: nproc), PYTHON, FAIRSEQ_PREPROCESS, FORCE: see scripts/data/data_common.sh
 set -euo pipefail
-# shellcheck source=scripts/data_common.sh
+# shellcheck source=scripts/data/data_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/data_common.sh"
 
 [ $# -eq 2 ] || die "usage: $PROG INPUT_DIR OUT_DIR"

@@ -16,7 +16,7 @@ writes --json, exits 1 when a run fails. Needs fairseq. On CPU only float32 and
 --memory-efficient-fp16 run (fairseq's --fp16 needs CUDA and its --amp is float32 there), with the
 reference recurrence: a check of the plumbing (float16 parameters, state dtype, reporting).
 
-Usage: python scripts/fairseq_precision_check.py [--device cuda|cpu] [--updates 50] [--json PATH]
+Usage: python scripts/gpu/fairseq_precision_check.py [--device cuda|cpu] [--updates 50] [--json PATH]
 """
 import argparse
 import contextlib
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 CPU_PRECISIONS = ("fp32", "memory-efficient-fp16")  # what fairseq can run on a CPU
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if importlib.util.find_spec("fairseq") is None:
         p.error("fairseq is not importable: install fairseq-fixed (scripts/setup_env.sh), or on the "
-                "GPU device the wheels from scripts/device_wheels.sh")
+                "GPU device the wheels from scripts/gpu/device_wheels.sh")
     on_gpu = args.device == "cuda"
     if on_gpu and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is visible; use --device cpu")

@@ -6,7 +6,7 @@ per thread, the default pipeline configurations and the benchmark sweep's) for e
 ptxas, so errors in the inline PTX show up too. tests/kernel_emulation.py checks what the kernels compute;
 this checks that they build. Needs NVRTC: `pip install nvidia-cuda-nvrtc` (CUDA 13) or a CUDA toolkit.
 
-Usage: python scripts/nvrtc_compile_check.py [--arch sm_80 --arch sm_90] [--lib PATH/libnvrtc.so]
+Usage: python scripts/gpu/nvrtc_compile_check.py [--arch sm_80 --arch sm_90] [--lib PATH/libnvrtc.so]
 Takes a few minutes per architecture on 2 cores.
 """
 import argparse
@@ -20,7 +20,7 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 from bench_recurrence import SWEEP_CONFIGS  # noqa: E402
 from fairseq_srupp.cuda import launcher  # noqa: E402
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # One command for a GPU machine: versions, the CUDA tests, the recurrence and layer benchmarks, a summary.
 #
-#   bash scripts/gpu_check.sh
+#   bash scripts/gpu/gpu_check.sh
 #
 # Needs torch with CUDA and CuPy (cupy-cuda12x or cupy-cuda13x). fairseq is needed only for the
-# fairseq-train precision check: when it is missing, the wheels that scripts/device_wheels.sh builds
+# fairseq-train precision check: when it is missing, the wheels that scripts/gpu/device_wheels.sh builds
 # in .whl/ are installed into /tmp/fairseq_site. Runs from the repository root with PYTHONPATH=. (no
 # install). Logs and JSON go to $OUT when it is set, else to ./gpu_check_out. When pytest is not
 # importable, wheels in $SRUPP_WHEELS (default .gpu_wheels/: pytest, pluggy, iniconfig, packaging,
@@ -14,7 +14,7 @@
 # compile every kernel configuration with NVRTC, ~40 kernels; CuPy caches them on disk, so the
 # benchmarks reuse them).
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT_DIR="${OUT:-gpu_check_out}"
 mkdir -p "$OUT_DIR"
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
@@ -23,7 +23,7 @@ START=$(date +%s)
 elapsed() { echo "$(( $(date +%s) - START ))s"; }
 
 # fairseq (for the fairseq-train precision check and the GPU tests in files that import it): on the
-# device it comes as the wheels that scripts/device_wheels.sh builds here (carry [".whl"])
+# device it comes as the wheels that scripts/gpu/device_wheels.sh builds here (carry [".whl"])
 if ! $PY -c "import fairseq" 2>/dev/null && ls .whl/fairseq_fixed-*.whl >/dev/null 2>&1; then
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/fairseq_site \
         .whl/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/fairseq_site"
@@ -78,25 +78,25 @@ else
 fi
 
 echo "== bench_recurrence.py ($(elapsed))"
-timeout 240 $PY scripts/bench_recurrence.py --sweep --ref-repeat 2 --json "$OUT_DIR/bench_recurrence.json" \
+timeout 240 $PY scripts/bench/bench_recurrence.py --sweep --ref-repeat 2 --json "$OUT_DIR/bench_recurrence.json" \
     2>&1 | tee "$OUT_DIR/bench_recurrence.log"
 
 echo "== bench_layer.py ($(elapsed))"
 # the SRU++ layer on the reference loop takes ~0.5 s per iteration: left out here (bench_recurrence.py times
 # the reference recurrence); --profile lists the SRU++ layer's CUDA kernels by GPU time
-timeout 150 $PY scripts/bench_layer.py --no-reference --profile --json "$OUT_DIR/bench_layer.json" 2>&1 \
+timeout 150 $PY scripts/bench/bench_layer.py --no-reference --profile --json "$OUT_DIR/bench_layer.json" 2>&1 \
     | tee "$OUT_DIR/bench_layer.log"
 
 # ---- further checks go here (before the summary), each writing its log/JSON into $OUT_DIR ----
 echo "== gpu_amp_check.py ($(elapsed))"
-timeout 150 $PY scripts/gpu_amp_check.py --json "$OUT_DIR/gpu_amp_check.json" 2>&1 | tee "$OUT_DIR/gpu_amp_check.log"
+timeout 150 $PY scripts/gpu/gpu_amp_check.py --json "$OUT_DIR/gpu_amp_check.json" 2>&1 | tee "$OUT_DIR/gpu_amp_check.log"
 echo "== fairseq_precision_check.py ($(elapsed))"
 if $PY -c "import fairseq" 2>/dev/null; then
-    timeout 240 $PY scripts/fairseq_precision_check.py --json "$OUT_DIR/fairseq_precision.json" \
+    timeout 240 $PY scripts/gpu/fairseq_precision_check.py --json "$OUT_DIR/fairseq_precision.json" \
         >"$OUT_DIR/fairseq_precision.log" 2>&1
     tail -n 14 "$OUT_DIR/fairseq_precision.log"
 else
-    echo "!!!!!! NOT RUN: fairseq is not importable and .whl/ holds no fairseq wheel (scripts/device_wheels.sh)"
+    echo "!!!!!! NOT RUN: fairseq is not importable and .whl/ holds no fairseq wheel (scripts/gpu/device_wheels.sh)"
 fi
 # ---- end of further checks ----
 

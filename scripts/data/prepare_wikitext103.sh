@@ -5,7 +5,7 @@
 #   wget https://wikitext.smerity.com/wikitext-103-v1.zip
 #   wget https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-103-v1.zip  # old URL (fairseq, Transformer-XL)
 #
-#   usage: scripts/prepare_wikitext103.sh wikitext-103-v1.zip|FOLDER OUT_DIR
+#   usage: scripts/data/prepare_wikitext103.sh wikitext-103-v1.zip|FOLDER OUT_DIR
 #
 # INPUT is the zip or a folder holding wiki.{train,valid,test}.tokens (the unzipped
 # wikitext-103/). The raw release (wikitext-103-raw-v1, wiki.*.raw) is refused: the paper used
@@ -25,9 +25,9 @@
 # Environment:
 #   WT103_EXPECTED_LINES="1801350 3760 4358"   line counts of train/valid/test that the
 #                        input must have ("none": no check; for tests with small files)
-#   WORKERS (default: nproc), PYTHON, FAIRSEQ_PREPROCESS, FORCE: see scripts/data_common.sh
+#   WORKERS (default: nproc), PYTHON, FAIRSEQ_PREPROCESS, FORCE: see scripts/data/data_common.sh
 set -euo pipefail
-# shellcheck source=scripts/data_common.sh
+# shellcheck source=scripts/data/data_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/data_common.sh"
 
 [ $# -eq 2 ] || die "usage: $PROG wikitext-103-v1.zip|FOLDER OUT_DIR"

@@ -52,14 +52,14 @@ Sizes (SIZES below): `cpu` (2-core laptop-class machine, budget 600 s), `cuda` (
 count by the formulas in this file (the counts fairseq logs are reported and re-checked).
 
 Usage
-    python scripts/compare_small.py --out runs/compare_cpu            # the demo corpus, CPU
-    python scripts/compare_small.py --data DIR --device cuda --out runs/compare_gpu
-    python scripts/compare_small.py --tune --max-update 480 --out runs/tune_cpu   # lr sweep
-    python scripts/compare_small.py --models a,d --budget-seconds 60 --out /tmp/quick
+    python scripts/bench/compare_small.py --out runs/compare_cpu            # the demo corpus, CPU
+    python scripts/bench/compare_small.py --data DIR --device cuda --out runs/compare_gpu
+    python scripts/bench/compare_small.py --tune --max-update 480 --out runs/tune_cpu   # lr sweep
+    python scripts/bench/compare_small.py --models a,d --budget-seconds 60 --out /tmp/quick
 
 DIR is a folder with {train,valid,test}.txt in the character format of
-scripts/text_to_chars.py, or the OUT_DIR of scripts/prepare_*.sh (with text/ and data-bin/).
-Without --data the shipped demo corpus is prepared with scripts/prepare_demo.sh into --cache.
+scripts/data/text_to_chars.py, or the OUT_DIR of scripts/data/prepare_*.sh (with text/ and data-bin/).
+Without --data the shipped demo corpus is prepared with scripts/data/prepare_demo.sh into --cache.
 """
 import argparse
 import csv
@@ -80,7 +80,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 USER_DIR = REPO / "fairseq_srupp"
 BIN = Path(sys.executable).parent
 
@@ -524,24 +524,24 @@ def prepare_data(args, out: Path, size: Dict) -> Tuple[Path, Dict]:
     source = None
     if args.data is None:
         demo = Path(args.cache).expanduser().resolve() / "demo"
-        log(f"preparing the demo corpus in {demo} (scripts/prepare_demo.sh)")
+        log(f"preparing the demo corpus in {demo} (scripts/data/prepare_demo.sh)")
         env_demo = dict(env, PYTHON=env.get("PYTHON", sys.executable),
                         FAIRSEQ_PREPROCESS=env.get("FAIRSEQ_PREPROCESS",
                                                    " ".join(tool_cmd("fairseq-preprocess"))),
                         WORKERS=env.get("WORKERS", str(args.threads)))
-        run_quiet(["bash", str(REPO / "scripts" / "prepare_demo.sh"), str(demo)], env_demo,
-                  "scripts/prepare_demo.sh")
+        run_quiet(["bash", str(REPO / "scripts" / "data" / "prepare_demo.sh"), str(demo)], env_demo,
+                  "scripts/data/prepare_demo.sh")
         text_dir, source = demo / "text", demo / "data-bin"
     else:
         root = Path(args.data).expanduser().resolve()
         if (root / "text" / "valid.txt").exists() and (root / "data-bin" / "dict.txt").exists():
-            text_dir, source = root / "text", root / "data-bin"  # scripts/prepare_*.sh output
+            text_dir, source = root / "text", root / "data-bin"  # scripts/data/prepare_*.sh output
         elif all((root / f"{s}.txt").exists() for s in ("train", "valid", "test")):
             text_dir = root
         else:
             raise SystemExit(f"--data {root}: expected train.txt, valid.txt and test.txt (character "
-                             f"format, scripts/text_to_chars.py) or the text/ and data-bin/ folders "
-                             f"of scripts/prepare_*.sh")
+                             f"format, scripts/data/text_to_chars.py) or the text/ and data-bin/ folders "
+                             f"of scripts/data/prepare_*.sh")
     n_small = write_valid_small(text_dir / "valid.txt", small_txt, size["valid_tokens"])
     if source is None:  # binarize everything at once; valid_small comes out as valid1
         log(f"fairseq-preprocess {text_dir} -> {work}")
@@ -676,7 +676,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="character-level text folder ({train,valid,test}.txt) or the "
-                                  "OUT_DIR of scripts/prepare_*.sh; default: the demo corpus")
+                                  "OUT_DIR of scripts/data/prepare_*.sh; default: the demo corpus")
     p.add_argument("--cache", default=os.environ.get("SRUPP_CACHE", "~/.cache/fairseq_srupp"),
                    help="where the demo corpus is prepared (default ~/.cache/fairseq_srupp)")
     p.add_argument("--out", required=True, help="output folder")

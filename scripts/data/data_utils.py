@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Helpers for the scripts/prepare_*.sh data scripts (standard library only).
+"""Helpers for the scripts/data/prepare_*.sh data scripts (standard library only).
 
 Subcommands (each prints a one-line JSON summary on stdout; errors go to stderr
 as "data_utils.py: error: ..." with exit status 1):

@@ -14,7 +14,7 @@ Three checks, each printed as a table (and written to --json):
 3. throughput: training step time and tokens/s of the enwik8-base model (fp16 autocast + GradScaler,
    Adam, clipping 1.0, batch 4 x 1024), the setting of ANCHORS.md's whole-model table.
 
-Usage: python scripts/gpu_amp_check.py [--json PATH] [--quick]
+Usage: python scripts/gpu/gpu_amp_check.py [--json PATH] [--quick]
 """
 import argparse
 import json
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 from fairseq_srupp.modules import SRUppLayer  # noqa: E402
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetch, on this machine, the Python 3.12 wheels that fairseq needs on the GPU device, into .whl/.
 #
-#   bash scripts/device_wheels.sh          # then: run scripts/gpu_check.sh there with carry [".whl"]
+#   bash scripts/gpu/device_wheels.sh          # then: run scripts/gpu/gpu_check.sh there with carry [".whl"]
 #
 # The device (Python 3.12, torch 2.11, CuPy, no internet) lacks fairseq and five of its needs:
 # hydra-core, omegaconf, antlr4-python3-runtime, bitarray, cffi (+ pycparser). PyPI has cp312 manylinux
@@ -9,7 +9,7 @@
 # sdist only, built here into a pure-Python wheel. About 21 MB; needs pip and PyPI, not Python 3.12.
 # gpu_check.sh installs the wheels into /tmp/fairseq_site there when fairseq is missing.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PY="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
 DEST=.whl
 grep -qx "/$DEST/" .git/info/exclude 2>/dev/null || echo "/$DEST/" >> .git/info/exclude

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared helpers for scripts/prepare_*.sh. Source it; don't run it.
+# Shared helpers for scripts/data/prepare_*.sh. Source it; don't run it.
 #
 # Environment understood by every prepare_*.sh script:
 #   PYTHON              interpreter for the helper scripts (default: python3)

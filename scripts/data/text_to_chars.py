@@ -13,8 +13,8 @@ does, other line separators (CR, form feed, U+2028, ...) are plain numbers, and
 --decode turns a converted file back into the original bytes. The input is read
 as bytes, so it need not be valid UTF-8.
 
-    python scripts/text_to_chars.py --input raw.txt --output chars.txt
-    python scripts/text_to_chars.py --decode --input chars.txt --output raw.txt
+    python scripts/data/text_to_chars.py --input raw.txt --output chars.txt
+    python scripts/data/text_to_chars.py --decode --input chars.txt --output raw.txt
 
 Standard library only.
 """

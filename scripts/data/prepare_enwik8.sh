@@ -5,7 +5,7 @@
 # Download (this script never downloads):
 #   wget http://mattmahoney.net/dc/enwik8.zip        # unzips to the file enwik8
 #
-#   usage: scripts/prepare_enwik8.sh enwik8.zip|enwik8|FOLDER OUT_DIR
+#   usage: scripts/data/prepare_enwik8.sh enwik8.zip|enwik8|FOLDER OUT_DIR
 #
 # INPUT is enwik8.zip, the unzipped enwik8 file (100,000,000 bytes), or a folder holding
 # one of them. The split: test = the last 5,000,000 bytes, valid = the 5,000,000 bytes
@@ -15,7 +15,7 @@
 # </s> is the newline symbol.
 #
 # Writes
-#   OUT_DIR/text/{train,valid,test}.txt       char format (scripts/text_to_chars.py)
+#   OUT_DIR/text/{train,valid,test}.txt       char format (scripts/data/text_to_chars.py)
 #   OUT_DIR/text/{train,valid,test}.txt.raw   the raw bytes of each split
 #   OUT_DIR/text/summary.json                 sizes, sha256, distinct bytes per split
 #   OUT_DIR/data-bin/                         fairseq-preprocess --only-source output;
@@ -23,7 +23,7 @@
 # Environment (for tests with small synthetic files; defaults are the paper's):
 #   ENWIK8_EXPECTED_BYTES=100000000   size check of the input (0: no check)
 #   ENWIK8_VALID_BYTES=5000000  ENWIK8_TEST_BYTES=5000000
-#   WORKERS (default: nproc), PYTHON, FAIRSEQ_PREPROCESS, FORCE: see scripts/data_common.sh
+#   WORKERS (default: nproc), PYTHON, FAIRSEQ_PREPROCESS, FORCE: see scripts/data/data_common.sh
 #
 # How this differs from the authors' symbols: SRU++ maps the distinct byte values of the
 # whole file to 0..V-1 (np.unique) and the newline is an ordinary symbol. Here the
@@ -34,7 +34,7 @@
 # ("bytes_not_in_train"). The authors read the file in text mode, so a CR byte would have
 # been turned into a newline; summary.json reports "cr_bytes".
 set -euo pipefail
-# shellcheck source=scripts/data_common.sh
+# shellcheck source=scripts/data/data_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/data_common.sh"
 
 [ $# -eq 2 ] || die "usage: $PROG enwik8.zip|enwik8|FOLDER OUT_DIR"

@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Sample text from a character-level SRU++ checkpoint (enwik8-style byte data).
 
-The prompt is turned into byte symbols ("The" -> "84 104 101", as scripts/text_to_chars.py
+The prompt is turned into byte symbols ("The" -> "84 104 101", as scripts/data/text_to_chars.py
 writes the data), fed to fairseq-interactive with the srupp_stream_lm task and top-k sampling,
 and each sampled continuation is decoded back to text (UTF-8, invalid bytes replaced). Each
 sample ends at the first end of line (the dictionary's </s> is the newline) or after
 --max-bytes bytes.
 
-    python scripts/sample_text.py --data data-bin/demo --path checkpoints/demo/checkpoint_best.pt \
+    python scripts/tools/sample_text.py --data data-bin/demo --path checkpoints/demo/checkpoint_best.pt \
         --prompt "The " --num-samples 3 --max-bytes 200 --cpu
 
 Prints one sample per line (prompt included). Extra fairseq-interactive options go after `--`.
@@ -18,8 +18,8 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-from text_to_chars import encode_line  # noqa: E402  (same folder)
+sys.path.insert(0, os.path.join(HERE, "..", "data"))
+from text_to_chars import encode_line  # noqa: E402  (scripts/data/)
 
 
 def decode_symbols(symbols: str) -> str:
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--cpu", action="store_true", help="run on the CPU")
-    ap.add_argument("--user-dir", default=os.path.join(os.path.dirname(HERE), "fairseq_srupp"),
+    ap.add_argument("--user-dir", default=os.path.join(HERE, "..", "..", "fairseq_srupp"),
                     help="the fairseq_srupp package folder (default: next to scripts/)")
     ap.add_argument("extra", nargs="*", help="after --: more fairseq-interactive options")
     a = ap.parse_args(argv)

@@ -2,32 +2,32 @@
 # Prepare the shipped demo corpus (data/demo, see data/demo/PROVENANCE.md) as
 # enwik8-style character data and binarize it for fairseq.
 #
-#   usage: scripts/prepare_demo.sh OUT_DIR
+#   usage: scripts/data/prepare_demo.sh OUT_DIR
 #
 # Writes
 #   OUT_DIR/raw/{train,valid,test}.txt    the decompressed text (train possibly cut)
 #   OUT_DIR/text/{train,valid,test}.txt   char format: each byte as its decimal value,
-#                                         one line per text line (scripts/text_to_chars.py)
+#                                         one line per text line (scripts/data/text_to_chars.py)
 #   OUT_DIR/data-bin/                     fairseq-preprocess --only-source output
 #                                         (dictionary built from train)
 # Environment:
 #   DEMO_TRAIN_BYTES=N   use only the longest prefix of whole train lines with <= N bytes
 #                        (fast demos and tests); unset = the whole ~5 MB train split
 #   WORKERS=2            fairseq-preprocess --workers
-#   PYTHON, FAIRSEQ_PREPROCESS, FORCE: see scripts/data_common.sh
+#   PYTHON, FAIRSEQ_PREPROCESS, FORCE: see scripts/data/data_common.sh
 # Rerunning skips the steps already done with the same input and settings.
 #
 # Then, e.g.:
 #   fairseq-train OUT_DIR/data-bin --user-dir fairseq_srupp --task language_modeling ...
 set -euo pipefail
-# shellcheck source=scripts/data_common.sh
+# shellcheck source=scripts/data/data_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/data_common.sh"
 
 [ $# -eq 1 ] || die "usage: $PROG OUT_DIR"
 OUT="$1"
 WORKERS="${WORKERS:-2}"
 check_uint WORKERS "$WORKERS"
-DEMO_DIR="$SCRIPTS_DIR/../data/demo"
+DEMO_DIR="$SCRIPTS_DIR/../../data/demo"
 TRAIN_BYTES="${DEMO_TRAIN_BYTES:-}"
 if [ -n "$TRAIN_BYTES" ]; then
   check_uint DEMO_TRAIN_BYTES "$TRAIN_BYTES"

@@ -19,7 +19,7 @@ Byte model, per element (t, b, j), with s = bytes of the input dtype and c_t sav
                                                                                    = 9 s + 4
 This is the byte count of ANCHORS.md (6 and 10 values per element) with c kept in float32.
 
-Usage: python scripts/bench_recurrence.py [--device cuda|cpu] [--json PATH] [--sweep]
+Usage: python scripts/bench/bench_recurrence.py [--device cuda|cpu] [--json PATH] [--sweep]
 """
 import argparse
 import json
@@ -31,7 +31,7 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 from fairseq_srupp.modules import sru_recurrence_ref  # noqa: E402
 from fairseq_srupp.modules.recurrence_autograd import SRURecurrenceCpuFn, SRURecurrenceCudaFn  # noqa: E402
 
