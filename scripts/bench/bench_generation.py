@@ -219,6 +219,11 @@ def generation_table(srupp, transformer, dictionary, args, positions, out: Path)
         for name, variant in variants.items():
             rounds[name].append(measure(variant, positions, eos, banned))
             print(f"[bench] round {r + 1}: {name}: {rounds[name][-1]}", flush=True)
+    first, last = f"ms@{positions[0]}", f"ms@{positions[-1]}"
+    for name, results in rounds.items():  # ratios within each round, then their median
+        for r, row in enumerate(results):
+            row[f"{positions[-1]}/{positions[0]}"] = row[last] / row[first]
+            row[f"transformer/this @{positions[-1]}"] = rounds[TRANSFORMER][r][last] / row[last]
     return {name: {k: statistics.median(x[k] for x in results) for k in results[0]}
             for name, results in rounds.items()}
 
@@ -297,7 +302,7 @@ def print_table(title, rows, columns):
     print(" | ".join(["variant"] + columns))
     print("|".join(["---"] * (len(columns) + 1)))
     for name, row in rows.items():
-        print(" | ".join([name] + [f"{row[c]:.3f}" if c.startswith("ms") else f"{row[c]:.0f}" for c in columns]))
+        print(" | ".join([name] + [f"{row[c]:.0f}" if c == "tokens/s" else f"{row[c]:.2f}" for c in columns]))
 
 
 def main(argv=None):
@@ -323,15 +328,9 @@ def main(argv=None):
     print(f"\nmachine: {machine()}; {args.threads} thread(s); medians of {args.rounds} interleaved rounds")
     print(f"parameters: SRU++ {params['SRU++']:,}, transformer_lm {params['transformer_lm']:,}; "
           f"SRU++ generation window {args.gen_window}")
-    first, last = f"ms@{positions[0]}", f"ms@{positions[-1]}"
-    for row in gen.values():
-        row[f"ratio {positions[-1]}/{positions[0]}"] = row[last] / row[first]
-    print_table("generation, batch 1", gen, [f"ms@{p}" for p in positions] + ["tokens/s"])
-    for name, row in gen.items():
-        print(f"  {name}: latency {positions[-1]} / {positions[0]} = {row[f'ratio {positions[-1]}/{positions[0]}']:.2f}")
-    for name, row in gen.items():
-        if name != TRANSFORMER:
-            print(f"  transformer_lm / {name} at {positions[-1]}: {gen[TRANSFORMER][last] / row[last]:.2f}x")
+    ratios = [f"{positions[-1]}/{positions[0]}", f"transformer/this @{positions[-1]}"]
+    print_table("generation, batch 1 (ratios: medians of the per-round ratios)", gen,
+                [f"ms@{p}" for p in positions] + ["tokens/s"] + ratios)
     print_table("incremental decoder with and without the inference cache", cache, [f"ms@{p}" for p in positions])
     if evals:
         print("\nfairseq-eval-lm, batch 1\n\nvariant | tokens/s\n---|---")
