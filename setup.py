@@ -40,6 +40,8 @@ setup(
         "console_scripts": [
             "srupp-convert-checkpoint = fairseq_srupp.conversion.cli:main",
             "srupp-export = fairseq_srupp.export.cli:main",
+            "srupp-prepare-text = fairseq_srupp.tools.prepare_text:cli_main",
+            "srupp-sample = fairseq_srupp.tools.sample_text:cli_main",
         ],
     },
     classifiers=[

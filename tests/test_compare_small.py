@@ -1,15 +1,18 @@
-"""Smoke test of scripts/bench/compare_small.py: the five-model comparison at --size tiny with a
-budget of 2 seconds per model on a corpus of a few KB, then the structure of its outputs."""
+"""Smoke test of the equal-time comparison (fairseq_srupp/comparison, scripts/bench/compare_small.py):
+the five models at --size tiny with a budget of 2 seconds per model on a corpus of a few KB, then
+the structure of its outputs."""
 import csv
-import importlib.util
 import json
 import math
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from fairseq_srupp.comparison import commands, models, runner
 
 from conftest import REPO
 
@@ -21,13 +24,6 @@ WORDS = ("the of and to in a is that for it as was with be by on not he this are
          "some could time these two may then do first any my now such like our over man me even "
          "most made after also did many before must through back years where much your way well "
          "down should because each just those people how too little state good very make world").split()
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("compare_small", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_char_corpus(folder: Path, seed: int = 0) -> None:
@@ -45,18 +41,16 @@ def write_char_corpus(folder: Path, seed: int = 0) -> None:
 
 def test_widths_match_parameters():
     """(d) and (e) land within 10% of (a) for every size table and a range of vocabularies."""
-    cs = load_script()
-    for size in cs.SIZES.values():
+    for size in models.SIZES.values():
         for vocab in (32, 72, 104, 208, 264):
-            plans = cs.plan_sizes(size, vocab)
+            plans = models.plan_sizes(size, vocab)
             target = plans["a"]["params"]
             for key in "de":
-                assert abs(plans[key]["params"] / target - 1) <= cs.PARAM_TOLERANCE, (size, vocab, key)
+                assert abs(plans[key]["params"] / target - 1) <= models.PARAM_TOLERANCE, (size, vocab, key)
 
 
 def test_watchdog_stops_an_overrunning_run(tmp_path):
     """A run that outlives its budget is stopped, and its lines arrive stamped as they come."""
-    cs = load_script()
     child = tmp_path / "child.py"
     child.write_text(
         "import json, time\n"
@@ -64,11 +58,11 @@ def test_watchdog_stops_an_overrunning_run(tmp_path):
         "stats = {'valid_small_loss': '3.5', 'valid_small_num_updates': '7'}\n"
         "print('x | INFO | valid_small | ' + json.dumps(stats), flush=True)\n"
         "time.sleep(60)\n")
-    tl = cs.TrainLog("valid_small")
-    start = cs.time.monotonic()
-    rc = cs.run_streaming([sys.executable, str(child)], cs.tool_env(1), tmp_path / "run.log",
-                          tl.on_line, lambda now: tl.t0 is not None and now - tl.t0 > 1.0)
-    assert rc < 0 and cs.time.monotonic() - start < 30
+    tl = runner.TrainLog("valid_small")
+    start = time.monotonic()
+    rc = runner.run_streaming([sys.executable, str(child)], commands.tool_env(1), tmp_path / "run.log",
+                              tl.on_line, lambda now: tl.t0 is not None and now - tl.t0 > 1.0)
+    assert rc < 0 and time.monotonic() - start < 30
     assert tl.t0 is not None and tl.updates == 7 and tl.curve[0][1] == 3.5
     assert "watchdog" in (tmp_path / "run.log").read_text()
 

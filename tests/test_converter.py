@@ -416,3 +416,11 @@ def test_txl_layer_nll_and_token_map():
     torch.testing.assert_close(lp[..., 1 + 29 - 22], want)
     x = emb(torch.tensor([[0, 8, 31]]))
     assert x[0, 0].abs().sum() == 0 and x[0, 2].abs().sum() == 0 and x[0, 1].abs().sum() > 0
+
+
+def test_console_entry_point():
+    """setup.py installs `srupp-convert-checkpoint` as the package's command line."""
+    from importlib.metadata import entry_points
+
+    (ep,) = [e for e in entry_points(group="console_scripts") if e.name == "srupp-convert-checkpoint"]
+    assert ep.value == "fairseq_srupp.conversion.cli:main" and ep.load() is convert_main

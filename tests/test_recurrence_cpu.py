@@ -8,31 +8,17 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
 import torch
 
+from recurrence_cases import Case
 from fairseq_srupp import cuda
 from fairseq_srupp.cuda import launcher
 from fairseq_srupp.modules import recurrence, recurrence_cpu, recurrence_ref, sru_recurrence, sru_recurrence_ref
 from fairseq_srupp.modules.recurrence_ops import recurrence_op
 
 FUSED_CPU = functools.partial(recurrence_op, "cpu")  # the custom op on one backend
-
-
-class Case(NamedTuple):
-    T: int
-    B: int
-    d: int
-    pad: bool = False
-    dropout: bool = False
-    c0: bool = False
-
-    @property
-    def id(self) -> str:
-        flags = [name for name in ("pad", "dropout", "c0") if getattr(self, name)]
-        return "-".join([f"T{self.T}", f"B{self.B}", f"d{self.d}"] + flags)
 
 
 CASES = [

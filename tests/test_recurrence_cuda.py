@@ -21,26 +21,13 @@ import pytest
 import torch
 
 import kernel_emulation
+from recurrence_cases import Case
 from fairseq_srupp.cuda import launcher
 from fairseq_srupp.modules import sru_recurrence_ref
 from fairseq_srupp.modules.recurrence import select_backend
 from fairseq_srupp.modules.recurrence_ops import recurrence_op
 
 KERNEL = functools.partial(recurrence_op, "cuda")  # the custom op on one backend
-
-
-class Case(NamedTuple):
-    T: int
-    B: int
-    d: int
-    pad: bool = False
-    dropout: bool = False
-    c0: bool = False
-
-    @property
-    def id(self) -> str:
-        flags = [name for name in ("pad", "dropout", "c0") if getattr(self, name)]
-        return "-".join([f"T{self.T}", f"B{self.B}", f"d{self.d}"] + flags)
 
 
 # The pipeline runs chunks of P = 2..16 steps (launcher.FORWARD_CONFIGS / BACKWARD_CONFIGS): the cases cover

@@ -1,5 +1,7 @@
 """The `srupp_lm` fairseq model: an SRU++ language model (Lei 2021)."""
+import logging
 import math
+from contextlib import nullcontext
 from typing import Dict
 
 import torch
@@ -10,6 +12,8 @@ from torch import Tensor, nn
 from ..modules import TXLAdaptiveEmbedding
 from .config import SRUppLMConfig, parse_cutoffs, txl_vocab_size, validate_config
 from .srupp_decoder import SRUppDecoder
+
+logger = logging.getLogger(__name__)
 
 
 def build_embedding(cfg, dictionary) -> nn.Module:
@@ -83,6 +87,28 @@ class SRUppLanguageModel(FairseqLanguageModel):
         model has this model's shape (torch's own error names no cause)."""
         check_checkpoint_shapes(state_dict, self.state_dict(), len(self.decoder.dictionary))
         return super().load_state_dict(state_dict, strict, model_cfg, args)
+
+    @classmethod
+    def from_pretrained(cls, model_name_or_path, checkpoint_file="model.pt",
+                        data_name_or_path=".", quiet=True, **kwargs):
+        """A trained model with raw-text `score` and `sample` (SRUppHubInterface).
+
+        model_name_or_path: the checkpoint folder; checkpoint_file: its file name(s), colon
+        separated for an ensemble; data_name_or_path: the data folder (dict.txt), relative to
+        the checkpoint folder when it starts with "."; further keyword arguments override the
+        checkpoint's options (e.g. tokens_per_sample=..., bpe=..., cpu=True). This package is
+        imported already, so user_dir is not needed. The loaded configuration is logged at
+        DEBUG level; quiet=True also holds back fairseq's INFO messages while loading."""
+        from fairseq import hub_utils
+
+        from .hub_interface import SRUppHubInterface, quiet_fairseq
+
+        with quiet_fairseq() if quiet else nullcontext():
+            loaded = hub_utils.from_pretrained(model_name_or_path, checkpoint_file,
+                                               data_name_or_path, archive_map=cls.hub_models(),
+                                               **kwargs)
+            logger.debug(loaded["args"])
+        return SRUppHubInterface(loaded["args"], loaded["task"], loaded["models"])
 
     def reset_stream_state(self, mode=None) -> None:
         """Forget the state carried between segments: of "train", of "eval", or of both (None)."""

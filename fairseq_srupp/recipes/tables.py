@@ -31,7 +31,7 @@ class Corpus:
     name: str  # the driver's DATASET argument
     title: str  # as printed in the evaluation's result line
     save_name: str  # checkpoints/<save_name>_<variant>
-    prepare_hint: str  # how to make the data-bin folder the recipes take
+    raw_input: str  # what its prepare script (scripts/data/prepare_<name>.sh) takes
     variants: Dict[str, Variant]
     criterion: Tuple[str, ...]  # for the variants' own --arch
     valid_streams: int  # streams of the authors' periodic dev evaluation
@@ -41,62 +41,49 @@ class Corpus:
     eval_metric: str  # "bpc" (fairseq's base-2 loss, bits per byte) or "perplexity"
     authors_test: str  # the authors' test results, printed beside ours
 
+    @property
+    def prepare_hint(self) -> str:
+        return (f"prepare it with scripts/data/prepare_{self.name}.sh {self.raw_input} OUT and pass "
+                f"OUT/data-bin")
 
-# enwik8: plain byte embedding and output layer; attention in every layer. Expected test bpc:
-# base 0.97 (README 0.974), large 0.95 (0.953); base --attention-every 5: 98M, 0.98.
-ENWIK8 = Corpus(
-    name="enwik8", title="enwik8", save_name="enwik8",
-    prepare_hint="prepare it with scripts/data/prepare_enwik8.sh enwik8.zip OUT and pass OUT/data-bin",
-    variants={
-        "base": Variant("srupp_lm_enwik8_base", streams=32, tokens=1024, lr="3e-4"),
-        "large": Variant("srupp_lm_enwik8_large", streams=64, tokens=1024, lr="4e-4"),
-    },
-    criterion=("--criterion", "cross_entropy"),
-    valid_streams=16, max_update=400000, warmup_from_zero=False,
-    eval_window=3072, eval_metric="bpc", authors_test="base 0.974, large 0.953",
-)
 
+def _adaptive(arch: str, streams: int, tokens: int, lr: str, fairseq: Tuple[str, ...] = ()) -> Variant:
+    """A variant with the authors' adaptive layers (arch *_txl) and, for ADAPTIVE=fairseq, the
+    same model on fairseq's (default: the arch without _txl; else fairseq = arch, options...)."""
+    return Variant(arch, streams, tokens, lr, ("--arch", *(fairseq or (arch[:-len("_txl")],))))
+
+
+TXL_CRITERION = ("--criterion", "txl_adaptive_loss")
 # ADAPTIVE=fairseq: fairseq's adaptive_loss refuses the default DDP backend
 FAIRSEQ_ADAPTIVE_CRITERION = ("--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp")
 
-# WikiText-103: Transformer-XL adaptive input/softmax (n_e 1024, div_val 4, cutoffs
-# 19997/39997/199997, tables and projections tied). Expected test ppl: base 18.3 (dev 17.5),
-# large 17.1 (dev 16.4), large_k5 (attention in layers 5 and 10) 17.3.
-WIKITEXT103 = Corpus(
-    name="wikitext103", title="WikiText-103", save_name="wt103",
-    prepare_hint="prepare it with scripts/data/prepare_wikitext103.sh wikitext-103-v1.zip OUT and "
-                 "pass OUT/data-bin",
-    variants={
-        "base": Variant("srupp_lm_wiki103_base_txl", streams=64, tokens=768, lr="3e-4",
-                        fairseq_adaptive=("--arch", "srupp_lm_wiki103_base")),
-        "large": Variant("srupp_lm_wiki103_large_txl", streams=64, tokens=1024, lr="3e-4",
-                         fairseq_adaptive=("--arch", "srupp_lm_wiki103_large")),
-        "large_k5": Variant("srupp_lm_wiki103_large_k5_txl", streams=64, tokens=1024, lr="3e-4",
-                            fairseq_adaptive=("--arch", "srupp_lm_wiki103_large",
-                                              "--attention-every", "5")),
-    },
-    criterion=("--criterion", "txl_adaptive_loss"),
-    valid_streams=16, max_update=400000, warmup_from_zero=True,
-    eval_window=2560, eval_metric="perplexity", authors_test="base 18.3, large 17.1, large k=5 17.3",
-)
-
-# One Billion Word: adaptive input/softmax (cutoffs 59998/159998, tables tied, projections not
-# tied); no embedding or attention dropout. Expected test ppl: base 25.1, large (attention in
-# layers 5 and 10) 23.5. Unlike the authors, the training text is read in file order and each
-# epoch starts the streams from zero state (docs/reproducing.md).
-LM1B = Corpus(
-    name="lm1b", title="Billion Word", save_name="lm1b",
-    prepare_hint="prepare it with scripts/data/prepare_lm1b.sh "
-                 "1-billion-word-language-modeling-benchmark-r13output OUT and pass OUT/data-bin",
-    variants={
-        "base": Variant("srupp_lm_lm1b_base_txl", streams=1024, tokens=64, lr="2e-4",
-                        fairseq_adaptive=("--arch", "srupp_lm_lm1b_base")),
-        "large": Variant("srupp_lm_lm1b_large_txl", streams=1536, tokens=64, lr="2e-4",
-                         fairseq_adaptive=("--arch", "srupp_lm_lm1b_large")),
-    },
-    criterion=("--criterion", "txl_adaptive_loss"),
-    valid_streams=8, max_update=800000, warmup_from_zero=False,
-    eval_window=96, eval_metric="perplexity", authors_test="base 25.1, large 23.5",
-)
-
-CORPORA: Dict[str, Corpus] = {c.name: c for c in (ENWIK8, WIKITEXT103, LM1B)}
+CORPORA: Dict[str, Corpus] = {c.name: c for c in (
+    # enwik8: plain byte embedding and output layer; attention in every layer. Expected test bpc:
+    # base 0.97 (README 0.974), large 0.95 (0.953); base --attention-every 5: 98M, 0.98.
+    Corpus("enwik8", "enwik8", "enwik8", "enwik8.zip", {
+        "base": Variant("srupp_lm_enwik8_base", 32, 1024, "3e-4"),
+        "large": Variant("srupp_lm_enwik8_large", 64, 1024, "4e-4"),
+    }, ("--criterion", "cross_entropy"), valid_streams=16, max_update=400000,
+        warmup_from_zero=False, eval_window=3072, eval_metric="bpc",
+        authors_test="base 0.974, large 0.953"),
+    # WikiText-103: Transformer-XL adaptive input/softmax (n_e 1024, div_val 4, cutoffs
+    # 19997/39997/199997, tables and projections tied). Expected test ppl: base 18.3 (dev 17.5),
+    # large 17.1 (dev 16.4), large_k5 (attention in layers 5 and 10) 17.3.
+    Corpus("wikitext103", "WikiText-103", "wt103", "wikitext-103-v1.zip", {
+        "base": _adaptive("srupp_lm_wiki103_base_txl", 64, 768, "3e-4"),
+        "large": _adaptive("srupp_lm_wiki103_large_txl", 64, 1024, "3e-4"),
+        "large_k5": _adaptive("srupp_lm_wiki103_large_k5_txl", 64, 1024, "3e-4",
+                              fairseq=("srupp_lm_wiki103_large", "--attention-every", "5")),
+    }, TXL_CRITERION, valid_streams=16, max_update=400000, warmup_from_zero=True,
+        eval_window=2560, eval_metric="perplexity",
+        authors_test="base 18.3, large 17.1, large k=5 17.3"),
+    # One Billion Word: adaptive input/softmax (cutoffs 59998/159998, tables tied, projections
+    # not tied); no embedding or attention dropout. Expected test ppl: base 25.1, large
+    # (attention in layers 5 and 10) 23.5. Unlike the authors, the training text is read in file
+    # order and each epoch starts the streams from zero state (docs/reproducing.md).
+    Corpus("lm1b", "Billion Word", "lm1b", "1-billion-word-language-modeling-benchmark-r13output", {
+        "base": _adaptive("srupp_lm_lm1b_base_txl", 1024, 64, "2e-4"),
+        "large": _adaptive("srupp_lm_lm1b_large_txl", 1536, 64, "2e-4"),
+    }, TXL_CRITERION, valid_streams=8, max_update=800000, warmup_from_zero=False,
+        eval_window=96, eval_metric="perplexity", authors_test="base 25.1, large 23.5"),
+)}

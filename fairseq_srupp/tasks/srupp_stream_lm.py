@@ -18,6 +18,8 @@ from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import MISSING, DictConfig, open_dict
 
+from ..encoders import text_encoding
+from . import text_encoders
 from .stream_dataset import PromptDataset, StreamBatches, TokenStream
 
 logger = logging.getLogger(__name__)
@@ -106,7 +108,46 @@ class SRUppStreamLMTask(FairseqTask):
         paths = utils.split_paths(cfg.data)
         if not paths:
             raise ValueError("srupp_stream_lm needs a data folder (fairseq-preprocess output)")
-        return cls(cfg, load_dictionary(paths[0]))
+        task = cls(cfg, load_dictionary(paths[0]))
+        record = text_encoding.read(paths[0], task.dictionary.symbols)
+        if record is not None:
+            if record.get("bpe_codes"):
+                record["bpe_codes_path"] = os.path.abspath(os.path.join(paths[0],
+                                                                        record["bpe_codes"]))
+            task.state.merge_state_dict({"text_encoding": record})  # saved in checkpoints
+        return task
+
+    @property
+    def text_encoding(self) -> Optional[dict]:
+        """How the symbols encode text (fairseq_srupp.encoders.text_encoding): the record of
+        the loaded checkpoint's task state, else the data folder's; None when unknown."""
+        return self.state.state_dict.get("text_encoding")
+
+    def build_tokenizer(self, args):
+        """--tokenizer if given (checked against the model's text encoding), else the model's
+        own (Moses for word-level data prepared by srupp-prepare-text)."""
+        return text_encoders.build_tokenizer(self.text_encoding, args)
+
+    def build_bpe(self, args):
+        """--bpe if given (checked against the model's text encoding), else the model's own:
+        the byte encoder for character models, subword-nmt with the data's codes for BPE words."""
+        return text_encoders.build_bpe(self.text_encoding, args,
+                                       utils.split_paths(self.cfg.data)[0])
+
+    def get_interactive_tokens_and_lengths(self, lines, encode_fn):
+        """fairseq-interactive's prompts, one per input line; an empty one is an error and
+        symbols outside the dictionary are reported (they are fed as <unk>)."""
+        tokens = []
+        for line in lines:
+            symbols = encode_fn(line).split()
+            if not symbols:
+                raise ValueError("an input line is empty: every line is a prompt to continue, "
+                                 "give it at least one character or word")
+            text_encoders.warn_unknown(
+                text_encoders.unknown_symbols(symbols, self.dictionary), f"prompt {line[:40]!r}")
+            tokens.append(self.dictionary.encode_line(" ".join(symbols),
+                                                      add_if_not_exist=False).long())
+        return tokens, [t.numel() for t in tokens]
 
     @property
     def source_dictionary(self) -> Dictionary:

@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -162,8 +163,7 @@ def main():
         result["profile"] = profile_layer(srupp, 3072, args, AUTOCAST_DTYPES[args.profile_dtype])
         os.environ["SRUPP_BACKEND"] = "auto"
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        Path(args.json).write_text(json.dumps(result, indent=2))
         print(f"wrote {args.json}")
 
 

@@ -28,6 +28,7 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -327,6 +328,13 @@ def bench_cpu(args) -> dict:
 def parse_shapes(text: str):
     return [tuple(int(v) for v in shape.split(",")) for shape in text.split(";") if shape]
 
+# per device: shapes, dtypes, untimed calls, timed samples (the --shapes, --dtypes, --warmup,
+# --repeat defaults)
+DEVICE_DEFAULTS = {
+    "cuda": dict(shapes=CUDA_SHAPES, dtypes="float32,bfloat16,float16", warmup=3, repeat=10),
+    "cpu": dict(shapes=CPU_SHAPES, dtypes="float32,float64", warmup=1, repeat=5),
+}
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -343,25 +351,17 @@ def main():
                         help="also time every pipeline configuration (P, STAGES) in {4, 8, 16} x {3, 4}")
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args()
-    if args.device == "cuda":
-        if not torch.cuda.is_available():
-            sys.exit("no CUDA device; use --device cpu")
-        args.shapes = args.shapes or CUDA_SHAPES
-        args.dtypes = (args.dtypes or "float32,bfloat16,float16").split(",")
-        args.warmup = 3 if args.warmup is None else args.warmup
-        args.repeat = 10 if args.repeat is None else args.repeat
-        torch.manual_seed(0)
-        result = bench_cuda(args)
-    else:
-        args.shapes = args.shapes or CPU_SHAPES
-        args.dtypes = (args.dtypes or "float32,float64").split(",")
-        args.warmup = 1 if args.warmup is None else args.warmup
-        args.repeat = 5 if args.repeat is None else args.repeat
-        torch.manual_seed(0)
-        result = bench_cpu(args)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("no CUDA device; use --device cpu")
+    defaults = DEVICE_DEFAULTS[args.device]
+    args.shapes = args.shapes or defaults["shapes"]
+    args.dtypes = (args.dtypes or defaults["dtypes"]).split(",")
+    args.warmup = defaults["warmup"] if args.warmup is None else args.warmup
+    args.repeat = defaults["repeat"] if args.repeat is None else args.repeat
+    torch.manual_seed(0)
+    result = bench_cuda(args) if args.device == "cuda" else bench_cpu(args)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        Path(args.json).write_text(json.dumps(result, indent=2))
         print(f"\nwrote {args.json}")
 
 

@@ -84,6 +84,21 @@ file_id() {
   fi
 }
 
+# input_output USAGE ARG...: exactly two arguments, the input and OUT_DIR; sets IN and OUT.
+input_output() {
+  local usage="$1"
+  shift
+  [ $# -eq 2 ] || die "usage: $PROG $usage"
+  IN="$1"
+  OUT="$2"
+}
+
+# set_workers [DEFAULT]: WORKERS (fairseq-preprocess --workers), DEFAULT (nproc) when unset, checked.
+set_workers() {
+  WORKERS="${WORKERS:-${1:-$(nproc)}}"
+  check_uint WORKERS "$WORKERS"
+}
+
 # check_uint NAME VALUE: VALUE is a non-negative integer.
 check_uint() {
   [[ "$2" =~ ^[0-9]+$ ]] || die "$1 must be a non-negative integer, got '$2'"

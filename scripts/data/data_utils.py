@@ -45,19 +45,6 @@ class DataError(Exception):
     """A problem with the user's input; the message says which file and the fix."""
 
 
-def _atomic_write(path, write):
-    tmp = path + '.tmp'
-    try:
-        with open(tmp, 'wb') as f:
-            res = write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return res
-
-
 def _need_file(path, what='input file'):
     if not os.path.exists(path):
         raise DataError(f'{what} not found: {path}')
@@ -89,7 +76,7 @@ def head(src, dst, max_bytes):
                 nlines += 1
         return nbytes, nlines
 
-    nbytes, nlines = _atomic_write(dst, write)
+    nbytes, nlines = text_to_chars.write_atomically(dst, write)
     return {'input': src, 'output': dst, 'max_bytes': max_bytes,
             'bytes': nbytes, 'lines': nlines,
             'input_bytes': os.path.getsize(src)}
@@ -156,8 +143,8 @@ def enwik8(src, outdir, expected=ENWIK8_BYTES, valid_bytes=ENWIK8_SPLIT,
                'splits': {}}
     for name, part in parts.items():
         base = os.path.join(outdir, name + '.txt')
-        _atomic_write(base + '.raw', lambda f, p=part: f.write(p))
-        nbytes, nlines = _atomic_write(
+        text_to_chars.write_atomically(base + '.raw', lambda f, p=part: f.write(p))
+        nbytes, nlines = text_to_chars.write_atomically(
             base, lambda f, p=part: text_to_chars.encode_bytes(p, f))
         uniq = set(part)
         summary['splits'][name] = {
@@ -197,7 +184,7 @@ def unzip(zpath, outdir, names):
                             if not chunk:
                                 break
                             f.write(chunk)
-                _atomic_write(dst, write)
+                text_to_chars.write_atomically(dst, write)
                 out[name] = os.path.getsize(dst)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error) as e:
         raise DataError(f'{zpath}: broken zip ({e}); download it again') from None
@@ -231,7 +218,7 @@ def vocab_to_dict(src, dst):
             rows.append(f'{word} {max(count, 0)}\n')
     if not rows:
         raise DataError(f'{src}: no words found')
-    _atomic_write(dst, lambda f: f.write(''.join(rows).encode('utf-8')))
+    text_to_chars.write_atomically(dst, lambda f: f.write(''.join(rows).encode('utf-8')))
     return {'input': src, 'output': dst, 'words': len(rows), 'dropped': dropped,
             'fairseq_vocab_size': len(rows) + len(FAIRSEQ_SPECIALS)}
 

@@ -25,8 +25,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/data_common.sh"
 
 [ $# -eq 1 ] || die "usage: $PROG OUT_DIR"
 OUT="$1"
-WORKERS="${WORKERS:-2}"
-check_uint WORKERS "$WORKERS"
+set_workers 2
 DEMO_DIR="$SCRIPTS_DIR/../../data/demo"
 TRAIN_BYTES="${DEMO_TRAIN_BYTES:-}"
 if [ -n "$TRAIN_BYTES" ]; then

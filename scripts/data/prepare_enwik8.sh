@@ -37,14 +37,12 @@ set -euo pipefail
 # shellcheck source=scripts/data/data_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/data_common.sh"
 
-[ $# -eq 2 ] || die "usage: $PROG enwik8.zip|enwik8|FOLDER OUT_DIR"
-IN="$1"
-OUT="$2"
+input_output "enwik8.zip|enwik8|FOLDER OUT_DIR" "$@"
 EXPECTED="${ENWIK8_EXPECTED_BYTES:-100000000}"
 VALID="${ENWIK8_VALID_BYTES:-5000000}"
 TEST="${ENWIK8_TEST_BYTES:-5000000}"
-WORKERS="${WORKERS:-$(nproc)}"
-for v in EXPECTED VALID TEST WORKERS; do check_uint "$v" "${!v}"; done
+set_workers
+for v in EXPECTED VALID TEST; do check_uint "$v" "${!v}"; done
 
 FIX="download it with 'wget http://mattmahoney.net/dc/enwik8.zip' and pass enwik8.zip or the unzipped enwik8 file"
 if [ -d "$IN" ]; then

@@ -48,17 +48,15 @@ set -euo pipefail
 # shellcheck source=scripts/data/data_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/data_common.sh"
 
-[ $# -eq 2 ] || die "usage: $PROG INPUT_DIR OUT_DIR"
-IN="$1"
-OUT="$2"
+input_output "INPUT_DIR OUT_DIR" "$@"
 R13=1-billion-word-language-modeling-benchmark-r13output
 VOCAB="${LM1B_VOCAB:-}"
 THRESHOLD="${LM1B_THRESHOLD:-3}"
 VALID_NAME="${LM1B_VALID:-news.en.heldout-00000-of-00050}"
 TEST_NAME=news.en.heldout-00000-of-00050
 SHARDS="${LM1B_EXPECTED_SHARDS:-99}"
-WORKERS="${WORKERS:-$(nproc)}"
-for v in THRESHOLD SHARDS WORKERS; do check_uint "$v" "${!v}"; done
+set_workers
+for v in THRESHOLD SHARDS; do check_uint "$v" "${!v}"; done
 FIX="download and extract $R13.tar.gz (see the header of $PROG) and pass the extracted folder"
 
 case "$IN" in

@@ -30,12 +30,9 @@ set -euo pipefail
 # shellcheck source=scripts/data/data_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/data_common.sh"
 
-[ $# -eq 2 ] || die "usage: $PROG wikitext-103-v1.zip|FOLDER OUT_DIR"
-IN="$1"
-OUT="$2"
+input_output "wikitext-103-v1.zip|FOLDER OUT_DIR" "$@"
 EXPECTED="${WT103_EXPECTED_LINES:-1801350 3760 4358}"
-WORKERS="${WORKERS:-$(nproc)}"
-check_uint WORKERS "$WORKERS"
+set_workers
 SPLITS=(train valid test)
 FIX="download wikitext-103-v1.zip again (see the header of $PROG) and pass the zip or its unzipped wikitext-103/ folder"
 

@@ -84,14 +84,19 @@ def convert_file(src, dst, decode=False):
     d = os.path.dirname(os.path.abspath(dst))
     if not os.path.isdir(d):
         raise FileNotFoundError(f'output folder does not exist: {d} (for {dst})')
-    tmp = dst + '.tmp'
+    with open(src, 'rb') as fin:
+        return write_atomically(
+            dst, lambda fout: decode_stream(fin, fout, src) if decode else encode_stream(fin, fout))
+
+
+def write_atomically(path, write):
+    """write(f) into path + '.tmp', then rename it to path; nothing is left behind on an error.
+    Returns what write returned."""
+    tmp = path + '.tmp'
     try:
-        with open(src, 'rb') as fin, open(tmp, 'wb') as fout:
-            if decode:
-                res = decode_stream(fin, fout, src)
-            else:
-                res = encode_stream(fin, fout)
-        os.replace(tmp, dst)
+        with open(tmp, 'wb') as f:
+            res = write(f)
+        os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)

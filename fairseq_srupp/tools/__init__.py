@@ -1,0 +1,1 @@
+"""Command-line tools behind this package's console entry points (setup.py)."""
