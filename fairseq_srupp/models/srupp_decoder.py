@@ -148,16 +148,23 @@ class SRUppDecoder(FairseqIncrementalDecoder):
             self._check_finite(x, "the token embeddings (embed_tokens)")
         x = F.dropout(x, self.cfg.embed_dropout, self.training)
         window = self._attn_window()
+        cached = carry and self._caches_projections()
         new_state: List[LayerState] = []
         for i, layer in enumerate(self.layers):
             layer_state = None if state is None else state[i]
             c0 = None if layer_state is None else layer_state.c
-            memory = None if layer_state is None else layer_state.memory
-            h, c_last = layer(x, c0, memory, mask_pad, window)
+            if cached:
+                kv = self._cached_kv(i, layer_state)
+                h, c_last, kv = layer.forward_cached(x, c0, kv, mask_pad, window)
+                next_state = LayerState(c_last, kv=self._trim_memory(i, kv))
+            else:
+                memory = self._uncached_memory(layer_state)
+                h, c_last = layer(x, c0, memory, mask_pad, window)
+                next_state = LayerState(c_last, self._next_memory(i, memory, x))
             if check_finite:
                 self._check_finite(h, f"the output of SRU++ layer {i + 1} (of {len(self.layers)})")
             if carry:
-                new_state.append(LayerState(c_last, self._next_memory(i, memory, x)))
+                new_state.append(next_state)
             x = h
         x = F.dropout(x, self.cfg.dropout, self.training)
         return x, (new_state if carry else None)
@@ -180,6 +187,37 @@ class SRUppDecoder(FairseqIncrementalDecoder):
         if memory is None or mem_len <= x.shape[0]:  # x alone covers it: a view, no copy
             return x[-mem_len:]
         return torch.cat([memory[x.shape[0] - mem_len:], x], dim=0)
+
+    def _trim_memory(self, i: int, joined: Optional[Tensor]) -> Optional[Tensor]:
+        """The last mem_len rows of `joined` (S, B, *) for attention layer i, else None."""
+        if not self.attention_flags[i] or self.cfg.mem_len == 0:
+            return None
+        return joined[-self.cfg.mem_len:]
+
+    # ---------------------------------------------------------------- inference cache
+    def _caches_projections(self) -> bool:
+        """In inference (eval mode, no gradients) attention layers carry their memory's keys
+        and values instead of its inputs, so each position is projected once; training
+        re-projects the memory with the current weights (the authors' recipe)."""
+        return not self.training and not torch.is_grad_enabled()
+
+    def _cached_kv(self, i: int, layer_state: Optional[LayerState]) -> Optional[Tensor]:
+        """The keys and values (M, B, 2d') of layer i's carried memory, projected now when the
+        state holds the inputs (it was carried by a pass with gradients)."""
+        if layer_state is None:
+            return None
+        if layer_state.kv is None and layer_state.memory is not None:
+            return self.layers[i].project_memory(layer_state.memory)
+        return layer_state.kv
+
+    def _uncached_memory(self, layer_state: Optional[LayerState]) -> Optional[Tensor]:
+        if layer_state is not None and layer_state.kv is not None:
+            raise RuntimeError(
+                "the carried state holds projected attention keys/values from an inference pass "
+                "(eval mode under torch.no_grad()), which a pass with gradients cannot continue: "
+                "run this pass under torch.no_grad() too, or start afresh with "
+                "model.reset_stream_state() (or a new incremental_state)")
+        return None if layer_state is None else layer_state.memory
 
     def output_layer(self, features: Tensor) -> Tensor:
         """features (B, T, d) -> logits (B, T, V); identity with an adaptive softmax."""
@@ -204,10 +242,12 @@ class SRUppDecoder(FairseqIncrementalDecoder):
         for i, s in enumerate(state):
             packed[f"c{i}"] = s.c
             packed[f"memory{i}"] = s.memory
+            packed[f"kv{i}"] = s.kv
         return packed
 
     def _unpack(self, packed: Dict[str, Optional[Tensor]]) -> StreamState:
-        return [LayerState(packed[f"c{i}"], packed[f"memory{i}"]) for i in range(len(self.layers))]
+        return [LayerState(packed[f"c{i}"], packed[f"memory{i}"], packed.get(f"kv{i}"))
+                for i in range(len(self.layers))]
 
     def reorder_incremental_state(self, incremental_state: IncrementalState, new_order: Tensor):
         packed = self.get_incremental_state(incremental_state, "stream")

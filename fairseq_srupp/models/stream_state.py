@@ -12,18 +12,29 @@ class LayerState:
 
     c:      (B, d) cell state after the last position seen, float32.
     memory: (M, B, d) inputs of this layer at the last M positions (attention layers), or None.
+    kv:     (M, B, 2d') instead of memory in inference (no gradients): the keys and values of
+            those positions, projected once instead of at every step or segment; or None.
     """
 
     c: Tensor
     memory: Optional[Tensor] = None
+    kv: Optional[Tensor] = None
 
     def detach(self) -> "LayerState":
-        return LayerState(self.c.detach(), None if self.memory is None else self.memory.detach())
+        return LayerState(self.c.detach(), _detach(self.memory), _detach(self.kv))
 
     def index_select(self, order: Tensor) -> "LayerState":
-        """Reorder the batch (beam search): c on dim 0, memory on dim 1."""
-        memory = None if self.memory is None else self.memory.index_select(1, order)
-        return LayerState(self.c.index_select(0, order), memory)
+        """Reorder the batch (beam search): c on dim 0, memory and kv on dim 1."""
+        return LayerState(self.c.index_select(0, order), _select(self.memory, order),
+                          _select(self.kv, order))
+
+
+def _detach(t: Optional[Tensor]) -> Optional[Tensor]:
+    return None if t is None else t.detach()
+
+
+def _select(t: Optional[Tensor], order: Tensor) -> Optional[Tensor]:
+    return None if t is None else t.index_select(1, order)
 
 
 StreamState = List[LayerState]

@@ -97,11 +97,43 @@ class SRUppLayer(nn.Module):
         transform_in = x if self.cell_layer_norm != "pre" else self.layer_norm(x)
         if memory is not None and self.cell_layer_norm == "pre":
             memory = self.layer_norm(memory)
-        key_padding = None
-        if mask_pad is not None:
-            mem_pad = mask_pad.new_zeros(0 if memory is None else memory.shape[0], x.shape[1])
-            key_padding = torch.cat([mem_pad, mask_pad], dim=0)
+        key_padding = _key_padding(mask_pad, 0 if memory is None else memory.shape[0])
         u = self.transform(transform_in, memory, key_padding, attn_window)
+        return self._recur(u, x, c0, mask_pad)
+
+    def project_memory(self, memory: Tensor) -> Tensor:
+        """memory (M, B, d) = earlier inputs of this attention layer -> their keys and values
+        (M, B, 2d'), what `forward_cached` keeps instead of the inputs."""
+        if self.cell_layer_norm == "pre":
+            memory = self.layer_norm(memory)
+        return self.transform.project_memory(memory)
+
+    def forward_cached(
+        self,
+        x: Tensor,
+        c0: Optional[Tensor] = None,
+        kv_memory: Optional[Tensor] = None,
+        mask_pad: Optional[Tensor] = None,
+        attn_window: Optional[int] = None,
+    ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+        """`forward` for inference with the memory's attention keys and values already
+        projected: x (T, B, d), c0 (B, d) or None, kv_memory (M, B, 2d') or None, mask_pad (T, B)
+        or None -> h (T, B, d), c_last (B, d) and the keys and values of [memory; x]
+        (M + T, B, 2d'), None for a layer without attention."""
+        transform_in = x if self.cell_layer_norm != "pre" else self.layer_norm(x)
+        kv = None
+        if self.use_attention:
+            key_padding = _key_padding(mask_pad, 0 if kv_memory is None else kv_memory.shape[0])
+            u, kv = self.transform.forward_cached(transform_in, kv_memory, key_padding,
+                                                  attn_window)
+        else:
+            u = self.transform(transform_in)
+        h, c_last = self._recur(u, x, c0, mask_pad)
+        return h, c_last, kv
+
+    def _recur(self, u: Tensor, x: Tensor, c0: Optional[Tensor],
+               mask_pad: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+        """U (T, B, 3d) -> h (T, B, d) and c_last (B, d) through the recurrence."""
         T, B, _ = x.shape
         u = u.view(T, B, 3, self.hidden_dim)
         h, c_last = sru_recurrence(
@@ -110,6 +142,13 @@ class SRUppLayer(nn.Module):
         if self.cell_layer_norm == "post":
             h = self.layer_norm(h)
         return h, c_last
+
+
+def _key_padding(mask_pad: Optional[Tensor], memory_len: int) -> Optional[Tensor]:
+    """mask_pad (T, B) or None -> (memory_len + T, B) bool (memory is never padding) or None."""
+    if mask_pad is None:
+        return None
+    return torch.cat([mask_pad.new_zeros(memory_len, mask_pad.shape[1]), mask_pad], dim=0)
 
 
 # Every SRU++ layer shares one code object, so dynamo's per-code cache holds the graphs of all of them: per

@@ -1,6 +1,6 @@
 """The two transforms that map an SRU++ layer's input to U (SPEC.md sections 1.2 and 1.3)."""
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -90,17 +90,44 @@ class SRUppAttention(nn.Module):
     ) -> Tensor:
         """x (L, B, d_in), memory (M, B, d_in) or None, key_padding (M + L, B) bool or None
         -> (L, B, d_out)."""
-        L, B, _ = x.shape
         M = 0 if memory is None else memory.shape[0]
         # memory and x projected apart: the concatenation copies d'-wide rows instead of d-wide ones, and
         # the backward computes no input gradient for the (detached) memory
         q = self.linear1(x)
         z = q if memory is None else torch.cat([self.linear1(memory), q], dim=0)
         k, v = self.linear2(z).chunk(2, dim=-1)
+        return self._attend_and_project(z[M:], k, v, key_padding, window)
+
+    def project_memory(self, memory: Tensor) -> Tensor:
+        """memory (M, B, d_in) -> its keys and values [K | V] = W2 W1 memory (M, B, 2d')."""
+        return self.linear2(self.linear1(memory))
+
+    def forward_cached(
+        self,
+        x: Tensor,
+        kv_memory: Optional[Tensor] = None,
+        key_padding: Optional[Tensor] = None,
+        window: Optional[int] = None,
+    ) -> Tuple[Tensor, Tensor]:
+        """Inference with the memory's keys and values projected once (exact while the weights
+        are fixed, as a Transformer's key/value cache): x (L, B, d_in), kv_memory (M, B, 2d')
+        or None, key_padding (M + L, B) bool or None -> (L, B, d_out) and the keys and values
+        of [memory; x] (M + L, B, 2d')."""
+        q = self.linear1(x)
+        kv_new = self.linear2(q)
+        kv = kv_new if kv_memory is None else torch.cat([kv_memory, kv_new], dim=0)
+        k, v = kv.chunk(2, dim=-1)
+        return self._attend_and_project(q, k, v, key_padding, window), kv
+
+    def _attend_and_project(self, q: Tensor, k: Tensor, v: Tensor,
+                            key_padding: Optional[Tensor], window: Optional[int]) -> Tensor:
+        """q (L, B, d') of the current positions, k and v (M + L, B, d') -> U (L, B, d_out)."""
+        L, B, _ = q.shape
+        M = k.shape[0] - L
         if M == 0 and window is None and key_padding is None:
             allowed, causal = None, True  # lets fused attention use its causal kernels
         else:
-            allowed = segment_attention_mask(L, M, window, x.device, key_padding)
+            allowed = segment_attention_mask(L, M, window, q.device, key_padding)
             causal = False
 
         def heads(t: Tensor) -> Tensor:  # (S, B, d') -> (B, H, S, d'/H)
