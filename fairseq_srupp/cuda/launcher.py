@@ -51,7 +51,7 @@ from ..modules.recurrence_ref import math_dtype, sum_param_grads
 BLOCK_THREADS = 64  # threads per block (one per column); small blocks spread B*d columns evenly over the SMs
 # (P, STAGES) compiled by default, in order of preference; see the module docstring
 # 4 x 3 was the best, or within 3 points of it, at every benchmark shape and dtype on an H200
-# (scripts/bench_recurrence.py --sweep); the backward falls back to 4 x 2 for grids too large for one wave
+# (scripts/bench/bench_recurrence.py --sweep); the backward falls back to 4 x 2 for grids too large for one wave
 FORWARD_CONFIGS = ((4, 3),)
 BACKWARD_CONFIGS = ((4, 3), (4, 2))
 NVRTC_OPTIONS = (f"-DSRUPP_BLOCK_THREADS={BLOCK_THREADS}",)  # what the kernel source needs defined

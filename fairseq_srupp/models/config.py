@@ -100,7 +100,7 @@ class SRUppLMConfig(FairseqDataclass):
     txl_vocab_size: int = field(default=0, metadata={
         "help": "--txl-adaptive: number of symbols of the adaptive layers; 0 = the dictionary's "
                 "size (dictionary ids are used directly). A converted checkpoint "
-                "(scripts/convert_sru_checkpoint.py) sets the authors' vocabulary size and a "
+                "(srupp-convert-checkpoint) sets the authors' vocabulary size and a "
                 "token_map buffer from dictionary ids to the authors' ids"})
     check_finite: bool = field(default=False, metadata={
         "help": "debugging: raise FloatingPointError naming the first place (token embeddings or "
