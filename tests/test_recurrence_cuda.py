@@ -15,7 +15,7 @@ float32 parameters and c0) to about 1e-5, float16/bfloat16 results (h, grad_U, g
 of their rounding. Each comparison prints its max abs and relative-RMS error before asserting.
 """
 import functools
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import pytest
 import torch
@@ -26,6 +26,7 @@ from fairseq_srupp.cuda import launcher
 from fairseq_srupp.modules import sru_recurrence_ref
 from fairseq_srupp.modules.recurrence import select_backend
 from fairseq_srupp.modules.recurrence_ops import recurrence_op
+from fairseq_srupp.modules.recurrence_ref import RecurrenceInputs
 
 KERNEL = functools.partial(recurrence_op, "cuda")  # the custom op on one backend
 
@@ -78,14 +79,7 @@ def _poison_outputs(monkeypatch):
     torch.backends.cudnn.allow_tf32 = False
 
 
-class Inputs(NamedTuple):
-    U: torch.Tensor
-    x: torch.Tensor
-    weight_c: torch.Tensor
-    bias: torch.Tensor
-    c0: Optional[torch.Tensor]
-    mask_pad: Optional[torch.Tensor]
-    dropout_mask: Optional[torch.Tensor]
+Inputs = RecurrenceInputs  # U, x, weight_c, bias, c0, mask_pad, dropout_mask
 
 
 def make_inputs(case: Case, dtype: torch.dtype, device: str, seed: int = 0, noncontiguous: bool = False) -> Inputs:
@@ -304,8 +298,8 @@ def test_launcher_with_2_byte_aligned_pointers(dtype, device):
     grad_h = offset_copy(torch.randn(x.shape, device=device).to(dtype), 5)
     assert U.data_ptr() % 4 == 2 and x.data_ptr() % 4 == 2 and grad_h.data_ptr() % 4 == 2 and mask.data_ptr() % 2 == 1
     grad_c = torch.randn(case.B, case.d, device=device)
-    h, c_last, c_all = launcher.forward(U, x, inputs.weight_c, inputs.bias, inputs.c0, mask, inputs.dropout_mask, True)
-    grads = launcher.backward(U, x, inputs.weight_c, inputs.bias, inputs.c0, mask, inputs.dropout_mask, c_all,
+    h, c_last, c_all = launcher.forward(inputs._replace(U=U, x=x, mask_pad=mask), True)
+    grads = launcher.backward(inputs._replace(U=U, x=x, mask_pad=mask), c_all,
                               grad_h, grad_c)
     leaves = [t.detach().clone().requires_grad_() for t in (inputs.U, inputs.x, inputs.weight_c, inputs.bias, inputs.c0)]
     h_ref, c_ref = sru_recurrence_ref(*leaves, inputs.mask_pad, inputs.dropout_mask)
@@ -339,11 +333,11 @@ def test_every_pipeline_configuration(dtype, device):
         c_all = None
         for config in forward_configs:
             print(f"forward T={T} config={config}")
-            h, c_last, c_all = launcher.forward(*inputs[:5], inputs.mask_pad, inputs.dropout_mask, True, config=config)
+            h, c_last, c_all = launcher.forward(inputs, True, config=config)
             compare({"h": h, "c_last": c_last}, forward_ref)
         for config in backward_configs:
             print(f"backward T={T} config={config}")
-            grads = launcher.backward(*inputs[:5], inputs.mask_pad, inputs.dropout_mask, c_all, grad_h, grad_c,
+            grads = launcher.backward(inputs, c_all, grad_h, grad_c,
                                       config=config)
             compare(dict(zip(names, grads)), backward_ref)
 
@@ -391,6 +385,6 @@ def test_two_columns_per_thread_kernels(dtype, device, monkeypatch):
     inputs = make_inputs(Case(9, 2, 38), dtype, device)
     U = offset_copy(inputs.U, 1)
     directions.clear()
-    h, c_last, c_all = launcher.forward(U, *inputs[1:5], None, None, True)
-    launcher.backward(U, *inputs[1:5], None, None, c_all, torch.ones_like(h), None)
+    h, c_last, c_all = launcher.forward(RecurrenceInputs(U, *inputs[1:5]), True)
+    launcher.backward(RecurrenceInputs(U, *inputs[1:5]), c_all, torch.ones_like(h), None)
     assert directions == ["forward", "backward"]

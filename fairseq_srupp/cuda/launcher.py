@@ -46,7 +46,7 @@ from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from ..modules.recurrence_ref import math_dtype, sum_param_grads
+from ..modules.recurrence_ref import RecurrenceInputs, math_dtype, sum_param_grads
 
 BLOCK_THREADS = 64  # threads per block (one per column); small blocks spread B*d columns evenly over the SMs
 # (P, STAGES) compiled by default, in order of preference; see the module docstring
@@ -335,18 +335,11 @@ def _check_sizes(U: Tensor) -> Tuple[int, int, int]:
 
 
 def forward(
-    U: Tensor,
-    x: Tensor,
-    weight_c: Tensor,
-    bias: Tensor,
-    c0: Optional[Tensor],
-    mask_pad: Optional[Tensor],
-    dropout_mask: Optional[Tensor],
-    store_c: bool,
-    config: Optional[Tuple[int, int]] = None,
+    inputs: RecurrenceInputs, store_c: bool, config: Optional[Tuple[int, int]] = None
 ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     """Returns h (T, B, d) in U's dtype, c_last (B, d) and, when store_c, c_all (T, B, d) in the math dtype.
     config: force a (P, STAGES) pipeline configuration (benchmarks)."""
+    U, x, weight_c, bias, c0, mask_pad, dropout_mask = inputs
     T, B, d = _check_sizes(U)
     dtype, acc = U.dtype, math_dtype(U.dtype)
     device_index = U.device.index
@@ -366,13 +359,7 @@ def forward(
 
 
 def backward(
-    U: Tensor,
-    x: Tensor,
-    weight_c: Tensor,
-    bias: Tensor,
-    c0: Optional[Tensor],
-    mask_pad: Optional[Tensor],
-    dropout_mask: Optional[Tensor],
+    inputs: RecurrenceInputs,
     c_all: Tensor,
     grad_h: Tensor,
     grad_c_last: Optional[Tensor],
@@ -381,6 +368,7 @@ def backward(
     """Returns grad_U, grad_x, grad_weight_c, grad_bias and grad_c0 (None without c0), each in the dtype of
     the input it belongs to. weight_c/bias gradients come out of the kernel per (b, j) in the math dtype and
     are summed over B here (deterministic, no atomics). config: as in forward."""
+    U, x, weight_c, bias, c0, mask_pad, dropout_mask = inputs
     T, B, d = _check_sizes(U)
     dtype, acc = U.dtype, math_dtype(U.dtype)
     device_index = U.device.index

@@ -16,7 +16,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .recurrence_ref import sum_param_grads
+from .recurrence_ref import RecurrenceInputs, sum_param_grads
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
 _OPS_NAMESPACE = "srupp_cpu"  # TORCH_LIBRARY name in csrc/sru_cpu.cpp
@@ -58,45 +58,28 @@ def _as(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
     return None if t is None else t.to(dtype).contiguous()
 
 
-def forward(
-    U: Tensor,
-    x: Tensor,
-    weight_c: Tensor,
-    bias: Tensor,
-    c0: Optional[Tensor],
-    mask_pad: Optional[Tensor],
-    dropout_mask: Optional[Tensor],
-    store_c: bool,
-) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+def _prepared(inputs: RecurrenceInputs) -> tuple:
+    """The inputs as the C++ loop takes them: contiguous, the small tensors in U's dtype."""
+    U, x, weight_c, bias, c0, mask_pad, dropout_mask = inputs
+    dtype = U.dtype
+    return (U.contiguous(), x.contiguous(), _as(weight_c, dtype), _as(bias, dtype), _as(c0, dtype),
+            None if mask_pad is None else mask_pad.contiguous(), _as(dropout_mask, dtype))
+
+
+def forward(inputs: RecurrenceInputs, store_c: bool) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     """Returns h (T, B, d), c_last (B, d) and, when store_c, c_all (T, B, d) for the backward, all in U's
     dtype (the math dtype on the CPU)."""
-    dtype = U.dtype
-    h, c_last, c_all = _ops().forward(
-        U.contiguous(), x.contiguous(), _as(weight_c, dtype), _as(bias, dtype), _as(c0, dtype),
-        None if mask_pad is None else mask_pad.contiguous(), _as(dropout_mask, dtype), store_c,
-    )
+    h, c_last, c_all = _ops().forward(*_prepared(inputs), store_c)
     return h, c_last, (c_all if store_c else None)
 
 
-def backward(
-    U: Tensor,
-    x: Tensor,
-    weight_c: Tensor,
-    bias: Tensor,
-    c0: Optional[Tensor],
-    mask_pad: Optional[Tensor],
-    dropout_mask: Optional[Tensor],
-    c_all: Tensor,
-    grad_h: Tensor,
-    grad_c_last: Optional[Tensor],
-) -> Tuple[Tensor, Tensor, Tensor, Tensor, Optional[Tensor]]:
+def backward(inputs: RecurrenceInputs, c_all: Tensor, grad_h: Tensor,
+             grad_c_last: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor, Optional[Tensor]]:
     """Returns grad_U, grad_x, grad_weight_c, grad_bias and grad_c0 (None without c0), each in the dtype of
     the input it belongs to. The weight_c/bias gradients are summed over B here, in a fixed order."""
-    dtype = U.dtype
+    dtype = inputs.U.dtype
     grad_U, grad_x, grad_c0, param_grads = _ops().backward(
-        U.contiguous(), x.contiguous(), _as(weight_c, dtype), _as(bias, dtype), _as(c0, dtype),
-        None if mask_pad is None else mask_pad.contiguous(), _as(dropout_mask, dtype), c_all,
-        _as(grad_h, dtype), _as(grad_c_last, dtype),
-    )
-    grad_weight_c, grad_bias = sum_param_grads(param_grads, weight_c, bias)
+        *_prepared(inputs), c_all, _as(grad_h, dtype), _as(grad_c_last, dtype))
+    grad_weight_c, grad_bias = sum_param_grads(param_grads, inputs.weight_c, inputs.bias)
+    c0 = inputs.c0
     return grad_U, grad_x, grad_weight_c, grad_bias, (None if c0 is None else grad_c0.to(c0.dtype))

@@ -10,8 +10,7 @@
 kernel, :mod:`fairseq_srupp.cuda.launcher`) or ``ref`` (plain PyTorch, :mod:`.recurrence_ref`); the public
 :func:`.recurrence.sru_recurrence` picks it outside any traced graph, so one op serves every device and the
 tests can run the CUDA launcher on CPU tensors (tests/kernel_emulation.py). Every backend module provides
-``forward(U, x, weight_c, bias, c0, mask_pad, dropout_mask, store_c) -> (h, c_last, c_all)`` and
-``backward(U, x, weight_c, bias, c0, mask_pad, dropout_mask, c_all, grad_h, grad_c_last)
+``forward(inputs, store_c) -> (h, c_last, c_all)`` and ``backward(inputs, c_all, grad_h, grad_c_last)
 -> (grad_U, grad_x, grad_weight_c, grad_bias, grad_c0)``. Building a backend (the C++ extension, the NVRTC
 compile) happens inside its functions, which torch.compile never traces (a custom op is one node of the graph;
 its fake implementation below gives the shapes).
@@ -29,7 +28,7 @@ from torch import Tensor
 
 from ..cuda import launcher as cuda_launcher
 from . import recurrence_cpu, recurrence_ref
-from .recurrence_ref import math_dtype
+from .recurrence_ref import RecurrenceInputs, math_dtype
 
 BACKENDS = {"ref": recurrence_ref, "cpu": recurrence_cpu, "cuda": cuda_launcher}
 
@@ -44,7 +43,8 @@ def _backend(name: str):
 def recurrence_forward(backend: str, U: Tensor, x: Tensor, weight_c: Tensor, bias: Tensor, c0: Optional[Tensor],
                        mask_pad: Optional[Tensor], dropout_mask: Optional[Tensor],
                        store_c: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    h, c_last, c_all = _backend(backend).forward(U, x, weight_c, bias, c0, mask_pad, dropout_mask, store_c)
+    h, c_last, c_all = _backend(backend).forward(
+        RecurrenceInputs(U, x, weight_c, bias, c0, mask_pad, dropout_mask), store_c)
     if c_all is None:
         c_all = c_last.new_empty(0, *c_last.shape)
     return h, c_last, c_all
@@ -62,7 +62,7 @@ def recurrence_backward(backend: str, U: Tensor, x: Tensor, weight_c: Tensor, bi
                         mask_pad: Optional[Tensor], dropout_mask: Optional[Tensor], c_all: Tensor, grad_h: Tensor,
                         grad_c_last: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     grad_U, grad_x, grad_weight_c, grad_bias, grad_c0 = _backend(backend).backward(
-        U, x, weight_c, bias, c0, mask_pad, dropout_mask, c_all, grad_h, grad_c_last)
+        RecurrenceInputs(U, x, weight_c, bias, c0, mask_pad, dropout_mask), c_all, grad_h, grad_c_last)
     if grad_c0 is None:
         grad_c0 = U.new_empty(0)
     return grad_U, grad_x, grad_weight_c, grad_bias, grad_c0

@@ -22,10 +22,22 @@ At a padded step c_t = c_{t-1} and h_t = 0.
 Math runs in float32 (float64 when U is float64); h is returned in U's dtype and the last c in the
 math dtype, so the running state never drops below float32.
 """
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
+
+
+class RecurrenceInputs(NamedTuple):
+    """The recurrence's inputs as every backend (this module's forward/backward, recurrence_cpu,
+    cuda.launcher) takes them; shapes as in the module docstring."""
+    U: Tensor
+    x: Tensor
+    weight_c: Tensor
+    bias: Tensor
+    c0: Optional[Tensor] = None
+    mask_pad: Optional[Tensor] = None
+    dropout_mask: Optional[Tensor] = None
 
 
 def math_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -83,10 +95,9 @@ def sru_recurrence_ref(
 # ---------------------------------------------------------------- the reference as an op backend
 # The same interface as the fused backends (recurrence_cpu, cuda.launcher), in plain PyTorch without
 # autograd: the custom op (recurrence_ops.py) runs it for dtypes and devices no fused loop serves.
-def forward(U: Tensor, x: Tensor, weight_c: Tensor, bias: Tensor, c0: Optional[Tensor],
-            mask_pad: Optional[Tensor], dropout_mask: Optional[Tensor],
-            store_c: bool) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+def forward(inputs: RecurrenceInputs, store_c: bool) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     """h (T, B, d) in U's dtype, c_last (B, d) and, when store_c, every c_t (T, B, d) in the math dtype."""
+    U, x, weight_c, bias, c0, mask_pad, dropout_mask = inputs
     T, B, _, d = U.shape
     dtype = math_dtype(U.dtype)
     u, xs, v, b = U.to(dtype), x.to(dtype), weight_c.to(dtype).view(2, d), bias.to(dtype).view(2, d)
@@ -111,12 +122,12 @@ def forward(U: Tensor, x: Tensor, weight_c: Tensor, bias: Tensor, c0: Optional[T
     return h, c, c_all
 
 
-def backward(U: Tensor, x: Tensor, weight_c: Tensor, bias: Tensor, c0: Optional[Tensor],
-             mask_pad: Optional[Tensor], dropout_mask: Optional[Tensor], c_all: Tensor, grad_h: Tensor,
+def backward(inputs: RecurrenceInputs, c_all: Tensor, grad_h: Tensor,
              grad_c_last: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor, Optional[Tensor]]:
     """The analytic backward from the c_t the forward stored: grad_U, grad_x, grad_weight_c, grad_bias
     and grad_c0 (None without c0), each in the dtype of its input. A padded step passes the carry
     through and gets zero gradients."""
+    U, x, weight_c, bias, c0, mask_pad, dropout_mask = inputs
     T, B, _, d = U.shape
     dtype = math_dtype(U.dtype)
     u, xs, v, b = U.to(dtype), x.to(dtype), weight_c.to(dtype).view(2, d), bias.to(dtype).view(2, d)

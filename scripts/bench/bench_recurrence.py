@@ -36,6 +36,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 from fairseq_srupp.modules import sru_recurrence_ref  # noqa: E402
 from fairseq_srupp.modules.recurrence_ops import recurrence_op  # noqa: E402
+from fairseq_srupp.modules.recurrence_ref import RecurrenceInputs  # noqa: E402
 
 KERNEL = functools.partial(recurrence_op, "cuda")  # the custom op, CUDA kernel backend
 FUSED_CPU = functools.partial(recurrence_op, "cpu")  # the custom op, fused C++ loop backend
@@ -116,7 +117,7 @@ def host_overhead_us(calls: int = 300) -> dict:
     detached = [t.detach() for t in inputs]
     runs = {
         "forward_us": lambda: fwd(KERNEL, inputs),
-        "launcher_forward_us": lambda: launcher.forward(*detached, None, None, None, True),
+        "launcher_forward_us": lambda: launcher.forward(RecurrenceInputs(*detached), True),
         "forward_backward_us": lambda: fwd_bwd(KERNEL, inputs, grad_h),
     }
     result = {}
@@ -246,20 +247,20 @@ def sweep_configs(args, copy_gbs: float) -> list:
             U, x, weight_c, bias = (t.detach() for t in (U, x, weight_c, bias))
             n = T * B * d
             fwd_bytes, bwd_bytes = bytes_per_element(dtype)
-            _, _, c_all = launcher.forward(U, x, weight_c, bias, None, None, None, True)
+            _, _, c_all = launcher.forward(RecurrenceInputs(U, x, weight_c, bias), True)
             chosen = chosen_configs(T, B, d, dtype)
             row = dict(T=T, B=B, d=d, dtype=name, chosen=chosen, forward={}, backward={})
             for config in SWEEP_CONFIGS:
                 label = f"{config[0]}x{config[1]}"
                 try:
-                    ms = cuda_time_ms(lambda: launcher.forward(U, x, weight_c, bias, None, None, None, True,
+                    ms = cuda_time_ms(lambda: launcher.forward(RecurrenceInputs(U, x, weight_c, bias), True,
                                                                config=config), args.warmup, args.repeat, args.inner)
                     row["forward"][label] = n * fwd_bytes / ms / 1e6 / copy_gbs
                 except RuntimeError as error:  # the configuration does not fit this device
                     print(f"  forward {label}: {error}")
                     row["forward"][label] = float("nan")
                 try:
-                    ms = cuda_time_ms(lambda: launcher.backward(U, x, weight_c, bias, None, None, None, c_all,
+                    ms = cuda_time_ms(lambda: launcher.backward(RecurrenceInputs(U, x, weight_c, bias), c_all,
                                                                 grad_h, None, config=config),
                                       args.warmup, args.repeat, args.inner)
                     row["backward"][label] = n * bwd_bytes / ms / 1e6 / copy_gbs
@@ -272,10 +273,10 @@ def sweep_configs(args, copy_gbs: float) -> list:
             launcher.CARVEOUT = "max"
             launcher._plans.clear()
             try:
-                ms = cuda_time_ms(lambda: launcher.forward(U, x, weight_c, bias, None, None, None, True),
+                ms = cuda_time_ms(lambda: launcher.forward(RecurrenceInputs(U, x, weight_c, bias), True),
                                   args.warmup, args.repeat, args.inner)
                 row["forward_max_carveout"] = n * fwd_bytes / ms / 1e6 / copy_gbs
-                ms = cuda_time_ms(lambda: launcher.backward(U, x, weight_c, bias, None, None, None, c_all, grad_h,
+                ms = cuda_time_ms(lambda: launcher.backward(RecurrenceInputs(U, x, weight_c, bias), c_all, grad_h,
                                                             None), args.warmup, args.repeat, args.inner)
                 row["backward_max_carveout"] = n * bwd_bytes / ms / 1e6 / copy_gbs
             finally:
