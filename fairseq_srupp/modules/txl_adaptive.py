@@ -25,7 +25,7 @@ reordered (a dictionary sorted differently does not keep every cluster contiguou
 No fairseq imports here.
 """
 import math
-from typing import List, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,15 @@ UNMAPPED_LOG_PROB = -1.0e4
 def _upcast(x: Tensor) -> Tensor:
     """At least float32 (float64 stays float64)."""
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def map_ids(token_map: Optional[Tensor], ids: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+    """Dictionary ids (any shape) -> the layers' ids (unknown ones as 0) and a bool mask of the known
+    ones (None without a token_map, where every id is known)."""
+    if token_map is None:
+        return ids, None
+    mapped = token_map[ids]
+    return mapped.clamp(min=0), mapped.ge(0)
 
 
 def txl_cluster_dims(embed_dim: int, div_val: int, n_clusters: int) -> List[int]:
@@ -113,11 +122,7 @@ class TXLAdaptiveEmbedding(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         flat = tokens.reshape(-1)
-        known = None
-        if self.token_map is not None:
-            flat = self.token_map[flat]
-            known = flat.ge(0)
-            flat = flat.clamp(min=0)
+        flat, known = map_ids(self.token_map, flat)
         out = None
         for c, (lo, hi) in enumerate(zip(self.bounds, self.bounds[1:])):
             inside = flat.ge(lo) & flat.lt(hi)
@@ -197,11 +202,7 @@ class TXLAdaptiveLogSoftmax(nn.Module):
         shape = target.shape
         hidden = hidden.reshape(-1, hidden.shape[-1])
         target = target.reshape(-1)
-        known = None
-        if self.token_map is not None:
-            target = self.token_map[target]
-            known = target.ge(0)
-            target = target.clamp(min=0)
+        target, known = map_ids(self.token_map, target)
         head_lp = F.log_softmax(_upcast(self._logits(hidden, 0)), dim=-1)
         in_head = target.lt(self.shortlist)
         nll = -head_lp.gather(1, target.clamp(max=self.shortlist - 1).unsqueeze(1)).squeeze(1)
