@@ -160,10 +160,12 @@ COMPILE_BACKEND = "inductor"  # tests swap in "aot_eager" (the same capture, no 
 
 
 def compile_layer(layer: SRUppLayer) -> SRUppLayer:
-    """Compiles `layer`'s forward in place with torch.compile (inductor, fullgraph: a graph break is an
-    error, not a silent slowdown); the compile happens on the first call. Layers of one configuration
-    share their compiled code (their parameters are graph inputs). Raises dynamo's recompile limit to
-    RECOMPILE_LIMIT (it is global). Returns the layer."""
+    """Compiles `layer`'s forward (training, and inference with gradients) and forward_cached (inference
+    under torch.no_grad(): validation, fairseq-eval-lm, generation) in place with torch.compile (inductor,
+    fullgraph: a graph break is an error, not a silent slowdown); each compiles on its first call. Layers
+    of one configuration share their compiled code (their parameters are graph inputs). Raises dynamo's
+    recompile limit to RECOMPILE_LIMIT (it is global). Returns the layer."""
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     layer.forward = torch.compile(layer.forward, backend=COMPILE_BACKEND, fullgraph=True)
+    layer.forward_cached = torch.compile(layer.forward_cached, backend=COMPILE_BACKEND, fullgraph=True)
     return layer
