@@ -181,12 +181,10 @@ class SRUppDecoder(FairseqIncrementalDecoder):
 
     def _next_memory(self, i: int, memory: Optional[Tensor], x: Tensor) -> Optional[Tensor]:
         """The last mem_len inputs of layer i, (M, B, d); None for layers without attention."""
-        mem_len = self.cfg.mem_len
-        if not self.attention_flags[i] or mem_len == 0:
-            return None
-        if memory is None or mem_len <= x.shape[0]:  # x alone covers it: a view, no copy
-            return x[-mem_len:]
-        return torch.cat([memory[x.shape[0] - mem_len:], x], dim=0)
+        kept = self.cfg.mem_len - x.shape[0]  # rows of the old memory still inside the window
+        if memory is None or kept <= 0:  # x alone covers it: a view, no copy
+            return self._trim_memory(i, x)
+        return self._trim_memory(i, torch.cat([memory[-kept:], x], dim=0))
 
     def _trim_memory(self, i: int, joined: Optional[Tensor]) -> Optional[Tensor]:
         """The last mem_len rows of `joined` (S, B, *) for attention layer i, else None."""
